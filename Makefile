@@ -1,0 +1,32 @@
+# prodready.django — developer entry points. Everything installs what it needs.
+SHELL := /bin/bash
+VENV  := .venv
+PYTEST_ARGS ?=
+
+.PHONY: help setup test lint demo demo-clean clean
+
+help:
+	@echo "make demo        build the stack on a local test container (sets everything up)"
+	@echo "make test        set up the test bed and run every check (lint, sanity, Molecule)"
+	@echo "make lint        yamllint, ansible-lint, argument specs, collection checks only"
+	@echo "make demo-clean  remove the demo container"
+	@echo "make clean       remove the virtualenv and caches (images and engine stay)"
+
+setup:
+	scripts/testbed.sh all
+
+test: setup
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+lint:
+	scripts/testbed.sh venv
+	$(VENV)/bin/pytest tests/test_static.py tests/test_collection.py $(PYTEST_ARGS)
+
+demo: setup
+	scripts/demo.sh up
+
+demo-clean:
+	scripts/demo.sh down
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

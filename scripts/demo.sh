@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make demo`: a local systemd container as the target host, built with site.yml.
+#   scripts/demo.sh up|down
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=prodready-demo
+IMAGE=${DEMO_IMAGE:-prodready/debian:12}
+HTTP_PORT=${DEMO_HTTP_PORT:-8080}
+HTTPS_PORT=${DEMO_HTTPS_PORT:-8443}
+
+up() {
+  if ! docker container inspect "$NAME" >/dev/null 2>&1; then
+    # The same container options as the Molecule platforms (.config/molecule/config.yml).
+    docker run -d --name "$NAME" --hostname "$NAME" \
+      --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add SYS_PTRACE \
+      --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+      --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
+      -p "127.0.0.1:$HTTP_PORT:80" -p "127.0.0.1:$HTTPS_PORT:443" \
+      "$IMAGE" /lib/systemd/systemd >/dev/null
+  fi
+  docker start "$NAME" >/dev/null
+  for _ in $(seq 1 30); do
+    state=$(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 1
+  done
+  # As in molecule/shared/prepare.yml: a VM's /proc/sys is writable, Docker's is not.
+  docker exec "$NAME" mount -o remount,rw /proc/sys
+  cd "$ROOT"
+  "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo/hosts.yml playbooks/site.yml
+  echo "Demo host '$NAME' converged; ports 80/443 are published on 127.0.0.1:$HTTP_PORT and 127.0.0.1:$HTTPS_PORT."
+  echo "Open a shell with: docker exec -it $NAME bash"
+}
+
+down() {
+  docker rm -f "$NAME" >/dev/null 2>&1 || true
+  echo "Demo host '$NAME' removed."
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

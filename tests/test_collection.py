@@ -1,0 +1,71 @@
+"""The collection as users get it: built, installed from the tarball, documented, sane."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+import yaml
+from conftest import BIN, ROOT, run, tail, tool_env
+
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
+# ansible-test's sanity tests that need virtual environments bootstrapped from a
+# host the test bed cannot reach. They check Python plugins (this collection has
+# none) or repeat checks that test_static.py runs: yamllint, antsibull-changelog lint.
+SANITY_SKIPS = ["changelog", "yamllint", "pylint", "pep8", "validate-modules", "import", "runtime-metadata"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """Build the tarball and install it (with no dependencies: Galaxy is unreachable)."""
+    work = tmp_path_factory.mktemp("collection")
+    proc = run([BIN / "ansible-galaxy", "collection", "build", "--output-path", work, ROOT],
+               log="collection-build.log", cwd=work)
+    assert proc.returncode == 0, proc.stdout
+    tarball = next(work.glob("prodready-django-*.tar.gz"))
+    env = tool_env()
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(work / "installed")
+    proc = run([BIN / "ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force",
+                "-p", work / "installed", tarball], log="collection-install.log", cwd=work, env=env)
+    assert proc.returncode == 0, proc.stdout
+    return tarball, work / "installed", env
+
+
+def test_artifact_leaves_out_tests_and_examples(installed):
+    tarball, _, _ = installed
+    with tarfile.open(tarball) as archive:
+        top = {name.split("/")[0] for name in archive.getnames()}
+    assert {"roles", "meta", "README.md", "LICENSE", "MANIFEST.json"} <= top
+    unwanted = top & {"molecule", "tests", "examples", "scripts", ".ci", ".config", ".cache", ".venv", "Makefile"}
+    assert not unwanted, f"the artifact carries {unwanted}"
+
+
+def test_ansible_doc_lists_every_role(installed):
+    _, path, env = installed
+    proc = run([BIN / "ansible-doc", "-t", "role", "-l", "prodready.django"], log="ansible-doc.log",
+               cwd=path, env=env)
+    assert proc.returncode == 0, proc.stdout
+    listed = {line.split(":")[0].strip() for line in proc.stdout.splitlines() if line.startswith("prodready.")}
+    assert listed == {f"prodready.django.{role}" for role in ROLES}
+
+
+def test_ansible_test_sanity(installed):
+    _, path, env = installed
+    collection = path / "ansible_collections" / "prodready" / "django"
+    args = [BIN / "ansible-test", "sanity", "--python", "3.11"]
+    for skip in SANITY_SKIPS:
+        args += ["--skip-test", skip]
+    proc = run(args, log="ansible-test-sanity.log", cwd=collection, env=env)
+    assert proc.returncode == 0, tail(proc.stdout, 60)
+
+
+def test_changelog_fragments_lint():
+    proc = run([BIN / "antsibull-changelog", "lint"], log="changelog-lint.log")
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout
+
+
+def test_galaxy_dependencies_are_ranges_matching_requirements():
+    galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+    requirements = yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]
+    assert all(v not in ("*", "") and "<" in v and ">=" in v for v in galaxy["dependencies"].values())
+    assert {r["name"]: r["version"] for r in requirements} == galaxy["dependencies"]
