@@ -72,7 +72,7 @@ images() {
     apt_install debootstrap debian-archive-keyring
     mirror=$(debian_mirror)
     dir=$(mktemp -d "${TMPDIR:-/tmp}/prodready-rootfs-$suite.XXXXXX")
-    trap 'rm -rf "$dir" "$dir.log"' EXIT
+    trap 'rm -rf "${dir:-/nonexistent}" "${dir:-/nonexistent}.log"' EXIT
     log "debootstrap $suite into $dir"
     debootstrap --variant=minbase \
       --include=systemd,systemd-sysv,python3,python3-apt,sudo,ca-certificates,iproute2,procps \
@@ -85,6 +85,7 @@ images() {
       -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' \
       - "$IMAGE_REPO:$tag" >/dev/null
     rm -rf "$dir" "$dir.log"
+    trap - EXIT
     log "image $IMAGE_REPO:$tag built"
   done
 }
