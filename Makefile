@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV  := .venv
 PYTEST_ARGS ?=
+# Two scenarios at a time (the test bed has 2 cores; most of a scenario is waiting).
+PYTEST_WORKERS ?= 2
 
 .PHONY: help setup test lint demo demo-clean clean
 
@@ -16,7 +18,7 @@ setup:
 	scripts/testbed.sh all
 
 test: setup
-	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup tests $(PYTEST_ARGS)
 
 lint:
 	scripts/testbed.sh venv

@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOGS = ROOT / ".cache" / "logs"
-TIMINGS: list[tuple[str, float]] = []
+# Every run() appends "seconds<TAB>log" here; xdist workers share the file.
+TIMINGS = LOGS / "timings.tsv"
 
 
 def tool_env() -> dict:
@@ -38,8 +39,9 @@ def run(args: list[str], log: str, cwd: Path = ROOT, env: dict | None = None, ti
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )
     elapsed = time.monotonic() - started
-    TIMINGS.append((log, elapsed))
     path.write_text(proc.stdout)
+    with TIMINGS.open("a") as handle:
+        handle.write(f"{elapsed:.1f}\t{log}\n")
     return proc
 
 
@@ -47,12 +49,18 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller, not an xdist worker
+        TIMINGS.unlink(missing_ok=True)
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not TIMINGS:
+    if not TIMINGS.exists():
         return
     terminalreporter.section("step timings (seconds)")
-    for name, seconds in TIMINGS:
-        terminalreporter.write_line(f"{seconds:8.1f}  {name}")
+    for line in TIMINGS.read_text().splitlines():
+        seconds, name = line.split("\t", 1)
+        terminalreporter.write_line(f"{float(seconds):8.1f}  {name}")
 
 
 @pytest.fixture(scope="session", autouse=True)

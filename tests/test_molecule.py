@@ -1,5 +1,5 @@
 """Every Molecule scenario: create, prepare, converge, idempotence, check mode,
-verify (testinfra), bad input, destroy. One scenario's containers at a time."""
+verify (testinfra), bad input, destroy."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ class Scenario:
         return hosts
 
 
-@pytest.fixture(scope="module", params=SCENARIOS)
+# With `pytest -n 2 --dist loadgroup` (make test), each scenario's tests stay on
+# one worker, so its containers are created once; two scenarios run side by side.
+@pytest.fixture(scope="module", params=[pytest.param(s, marks=pytest.mark.xdist_group(s)) for s in SCENARIOS])
 def scenario(request):
     s = Scenario(request.param)
     s.molecule("destroy", log="destroy-before")
