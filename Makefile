@@ -5,12 +5,13 @@ PYTEST_ARGS ?=
 # Two scenarios at a time (the test bed has 2 cores; most of a scenario is waiting).
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup test lint demo demo-clean clean
+.PHONY: help setup test lint bench demo demo-clean clean
 
 help:
 	@echo "make demo        build the stack on a local test container (sets everything up)"
 	@echo "make test        set up the test bed and run every check (lint, sanity, Molecule)"
 	@echo "make lint        yamllint, ansible-lint, argument specs, collection checks only"
+	@echo "make bench       converge times per role on Debian 12 -> docs/benchmarks.md"
 	@echo "make demo-clean  remove the demo container"
 	@echo "make clean       remove the virtualenv and caches (images and engine stay)"
 
@@ -23,6 +24,9 @@ test: setup
 lint:
 	scripts/testbed.sh venv
 	$(VENV)/bin/pytest tests/test_static.py tests/test_collection.py $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python scripts/bench.py $(SCENARIOS)
 
 demo: setup
 	scripts/demo.sh up
