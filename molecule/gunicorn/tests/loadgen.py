@@ -1,0 +1,75 @@
+"""Bounded HTTP load against one Gunicorn address, run inside a test container.
+
+    python3 loadgen.py TARGET THREADS REQUESTS ACTION_AFTER ACTION
+
+TARGET is a unix socket path or 127.0.0.1:PORT. THREADS threads send REQUESTS
+requests each (GET /, one connection per request, 10 s timeout each); once
+ACTION_AFTER requests have completed, the shell command ACTION runs. Everything
+stops after 60 s at most. Prints one JSON document: every request as
+[start, end, status, body] (monotonic seconds) or [start, end, "error", message],
+and the action's start and end times and exit code.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+DEADLINE = time.monotonic() + 60.0
+TARGET, THREADS, REQUESTS, ACTION_AFTER, ACTION = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+results = []
+lock = threading.Lock()
+
+
+def connect():
+    if TARGET.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(TARGET)
+        return sock
+    host, port = TARGET.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def one_request():
+    start = time.monotonic()
+    try:
+        with connect() as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return [start, time.monotonic(), status, body.decode()]
+    except (OSError, ValueError, IndexError) as error:
+        return [start, time.monotonic(), "error", repr(error)]
+
+
+def worker():
+    for _ in range(REQUESTS):
+        if time.monotonic() > DEADLINE:
+            break
+        result = one_request()
+        with lock:
+            results.append(result)
+        time.sleep(0.01)
+
+
+threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+for thread in threads:
+    thread.start()
+while len(results) < ACTION_AFTER and time.monotonic() < DEADLINE and any(t.is_alive() for t in threads):
+    time.sleep(0.01)
+action_start = time.monotonic()
+action_rc = subprocess.run(ACTION, shell=True, check=False).returncode
+action_end = time.monotonic()
+for thread in threads:
+    thread.join(max(0.0, DEADLINE - time.monotonic()))
+with lock:
+    print(json.dumps({"results": results, "action": [action_start, action_end, action_rc]}))
