@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# Every role of the collection (a folder under roles/ with tasks/main.yml).
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 LOGS = ROOT / ".cache" / "logs"
 # Every run() appends "seconds<TAB>log" here; xdist workers share the file.
 TIMINGS = LOGS / "timings.tsv"

@@ -6,9 +6,8 @@ import tarfile
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run, tail, tool_env
+from conftest import BIN, ROLES, ROOT, run, tail, tool_env
 
-ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 # ansible-test's sanity tests that need virtual environments bootstrapped from a
 # host the test bed cannot reach. They check Python plugins (this collection has
 # none) or repeat checks that test_static.py runs: yamllint, antsibull-changelog lint.

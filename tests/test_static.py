@@ -6,12 +6,10 @@ import sys
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run, tail
+from conftest import BIN, ROLES, ROOT, run, tail
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import role_docs  # noqa: E402
-
-ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 
 
 def test_yamllint():
