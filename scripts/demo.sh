@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: a local systemd container as the target host, built with site.yml.
+# `make demo`: a local systemd container as the target host, built with site.yml,
+# then the demo app (examples/superbook) rolled out with deploy.yml.
 #   scripts/demo.sh up|down
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,9 +28,28 @@ up() {
   # As in molecule/shared/prepare.yml: a VM's /proc/sys is writable, Docker's is not.
   docker exec "$NAME" mount -o remount,rw /proc/sys
   cd "$ROOT"
-  "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo/hosts.yml playbooks/site.yml
-  echo "Demo host '$NAME' converged; ports 80/443 are published on 127.0.0.1:$HTTP_PORT and 127.0.0.1:$HTTPS_PORT."
-  echo "Open a shell with: docker exec -it $NAME bash"
+  "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/site.yml
+  "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/deploy.yml \
+    -e deploy_source="$ROOT/examples/superbook"
+  check
+}
+
+# The site must answer through the published port: Nginx (TLS) -> Varnish -> Gunicorn.
+check() {
+  local url="https://127.0.0.1:$HTTPS_PORT/" code=""
+  for _ in $(seq 1 30); do
+    code=$(curl -ks -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)
+    [ "$code" = 200 ] && break
+    sleep 1
+  done
+  if [ "$code" != 200 ]; then
+    echo "The demo does not answer at $url (last status: ${code:-none})." >&2
+    exit 1
+  fi
+  echo
+  echo "The demo answers at $url (a self-signed certificate: your browser will ask)."
+  echo "Release: $(curl -ks --max-time 5 "https://127.0.0.1:$HTTPS_PORT/version")"
+  echo "Shell on the host: docker exec -it $NAME bash; manage.py: docker exec $NAME superbook-manage <command>"
 }
 
 down() {
