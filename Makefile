@@ -11,7 +11,7 @@ help:
 	@echo "make demo        build the stack on a local test container (sets everything up)"
 	@echo "make test        set up the test bed and run every check (lint, sanity, Molecule)"
 	@echo "make lint        yamllint, ansible-lint, argument specs, collection checks only"
-	@echo "make bench       converge times per role on Debian 12 -> docs/benchmarks.md"
+	@echo "make bench       converge times per role, then the demo stack (site, deploys) -> docs/benchmarks.md"
 	@echo "make demo-clean  remove the demo container"
 	@echo "make clean       remove the virtualenv and caches (images and engine stay)"
 

@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""`make bench`: converge wall times per role, written to docs/benchmarks.md.
+"""`make bench`: wall times of converges and deploys, written to docs/benchmarks.md.
 
-For each Molecule scenario (or those named on the command line), on a fresh
+    scripts/bench.py [scenario ...] [demo]
+
+For each role's Molecule scenario (or those named on the command line), on a fresh
 Debian 12 container: cold converge, then the idempotent re-run. Times are
 wall-clock seconds of `molecule converge`, Molecule's own start-up included.
+
+Then the whole stack on the demo container (`demo`, or no argument): `make demo`
+from nothing and again, site.yml re-run, a deploy that changes code and the same
+deploy again. The `stack` scenario is left out of the per-role table (it is the demo).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -46,22 +53,72 @@ def bench(scenario: str) -> tuple[float, float]:
     return cold, warm
 
 
+def timed(*args: str, env: dict | None = None) -> float:
+    """Wall time of a command run from the repository root; stop the bench if it fails."""
+    started = time.monotonic()
+    proc = subprocess.run([str(a) for a in args], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}")
+    return elapsed
+
+
+def bench_demo() -> list[tuple[str, float]]:
+    """The demo stack: make demo cold and warm, site.yml re-run, deploys."""
+    playbook = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "inventories/demo"]
+    demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
+    changed = ROOT / ".cache" / "bench-release"
+    shutil.rmtree(changed, ignore_errors=True)
+    shutil.copytree(ROOT / "examples" / "superbook", changed, ignore=shutil.ignore_patterns("__pycache__"))
+    template = changed / "posts" / "templates" / "base.html"
+    template.write_text(template.read_text() + "\n{# a code change for the benchmark #}\n")
+    rows = []
+    timed(*demo, "down")
+    rows.append(("make demo, from no container (site.yml + deploy.yml + check)", timed(*demo, "up")))
+    rows.append(("make demo again (nothing to change)", timed(*demo, "up")))
+    rows.append(("site.yml re-run", timed(*playbook, "playbooks/site.yml")))
+    rows.append(("deploy.yml of a code change (same requirements)",
+                 timed(*playbook, "playbooks/deploy.yml", "-e", f"deploy_source={changed}")))
+    rows.append(("deploy.yml of the same source again",
+                 timed(*playbook, "playbooks/deploy.yml", "-e", f"deploy_source={changed}")))
+    # Leave the demo on the repository's app.
+    timed(*playbook, "playbooks/deploy.yml", "-e", f"deploy_source={ROOT / 'examples' / 'superbook'}")
+    shutil.rmtree(changed, ignore_errors=True)
+    for name, seconds in rows:
+        print(f"{name}: {seconds:.1f} s", flush=True)
+    return rows
+
+
 def main(names: list[str]) -> None:
-    scenarios = names or sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+    all_scenarios = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml") if p.parent.name != "stack")
+    scenarios = [n for n in names if n != "demo"] if names else all_scenarios
     rows = []
     for name in scenarios:
         cold, warm = bench(name)
         print(f"{name}: cold {cold:.1f} s, re-run {warm:.1f} s", flush=True)
         rows.append(f"| {name} | {cold:.1f} | {warm:.1f} |")
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
+    demo_rows = bench_demo() if not names or "demo" in names else []
+    text = (
         "# Benchmarks\n\n"
         "Written by `make bench` (scripts/bench.py); do not edit by hand.\n\n"
-        f"Measured {datetime.date.today()} on {os.cpu_count()} cores, Python {platform.python_version()}, "
-        "one Debian 12 test container per role (`molecule converge -- --limit <role>-debian12`), "
-        "Molecule's own start-up included.\n\n"
-        "| Scenario | Cold converge (s) | Idempotent re-run (s) |\n| --- | --- | --- |\n"
-        + "\n".join(rows) + "\n")
+        f"Measured {datetime.date.today()} on {os.cpu_count()} cores, Python {platform.python_version()}.\n")
+    if rows:
+        text += (
+            "\n## Roles\n\n"
+            "One Debian 12 test container per role (`molecule converge -- --limit <role>-debian12`), "
+            "Molecule's own start-up included.\n\n"
+            "| Scenario | Cold converge (s) | Idempotent re-run (s) |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+    if demo_rows:
+        text += (
+            "\n## The whole stack (the demo container, Debian 12)\n\n"
+            "Wall time of each command, in order; the Debian packages come from the mirror each time the "
+            "container is new.\n\n"
+            "| Step | Seconds |\n| --- | --- |\n"
+            + "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in demo_rows) + "\n")
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,444 @@
+"""The whole stack on each platform, as `make demo` builds it: real HTTPS requests
+through Nginx -> Varnish -> Gunicorn -> PostgreSQL/Redis, then deploys, a rollback
+and outages under a bounded load sent from inside the container to 127.0.0.1:443.
+
+The tests run in file order and build on each other: release r1 (examples/superbook
+as converged), r2 (a new migration, deployed under load), back to r1 (rollback), two
+broken releases that must not go live, then Redis and Gunicorn outages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prodready_testinfra import assert_running, journal_tail
+
+ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+APP = ROOT / "examples" / "superbook"
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+LOADGEN = Path(__file__).with_name("stackload.py").read_text()
+# Request counts of the load tests, for the closing note and docs (one JSON line each).
+FIGURES = ROOT / ".cache" / "logs" / "stack-load.jsonl"
+MANAGE = "/usr/local/sbin/superbook-manage"
+CURRENT = "/srv/superbook/current"
+UNIT = "gunicorn-superbook"
+THREADS = 20
+MIN_REQUESTS = 3000
+
+
+# --- helpers ------------------------------------------------------------------------
+def hostname(host) -> str:
+    return host.backend.get_hostname()
+
+
+def get(host, path: str, *curl_args: str) -> tuple[int, dict, str]:
+    """GET https://127.0.0.1{path} for Host localhost, in the container: (status, headers, body)."""
+    args = " ".join(shlex.quote(a) for a in curl_args)
+    out = host.check_output(
+        f"curl -ksS --max-time 30 -D - -H 'Host: localhost' {args} {shlex.quote('https://127.0.0.1' + path)}"
+    )
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, headers, body
+
+
+def release_of(host) -> str:
+    return json.loads(get(host, "/version")[2])["release"]
+
+
+def current_release(host) -> str:
+    return host.check_output(f"readlink {CURRENT}").rsplit("/", 1)[-1]
+
+
+def psql(host, sql: str) -> str:
+    return host.check_output(f"runuser -u superbook -- psql -d superbook -Atc {shlex.quote(sql)}")
+
+
+def redis_cli(host, *args: str) -> str:
+    password = host.check_output("awk '$1 == \"requirepass\" {print $2}' /etc/redis/redis.conf").strip('"')
+    return host.check_output(
+        f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning {' '.join(shlex.quote(a) for a in args)}"
+    )
+
+
+def playbook(host, name: str, *extra: str) -> subprocess.CompletedProcess:
+    """Run one of the collection's playbooks on this host alone, as a user would."""
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(ROOT / "playbooks" / name),
+         "--limit", hostname(host), "-e", "deploy_serial=1", *extra],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900, check=False,
+    )
+
+
+def flat(output: str) -> str:
+    return " ".join(output.replace("│", " ").split())
+
+
+def make_release(tmp_path: Path, label: str, edit=None) -> Path:
+    """A copy of the demo app (a different release id: the label is in the tree), changed by edit(path)."""
+    target = tmp_path / label
+    shutil.copytree(APP, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.sqlite3", "static", "media"))
+    (target / "posts" / "release_label.txt").write_text(label + "\n")
+    if edit:
+        edit(target)
+    return target
+
+
+def add_migration(target: Path, name: str, operations: str, model_field: str = "") -> None:
+    (target / "posts" / "migrations" / f"{name}.py").write_text(
+        "from django.db import migrations, models\n\n\n"
+        + "def fail(apps, schema_editor):\n    raise RuntimeError('this migration fails on purpose')\n\n\n"
+        + "class Migration(migrations.Migration):\n"
+        + "    dependencies = [('posts', '0002_seed_posts')]\n"
+        + f"    operations = [{operations}]\n"
+    )
+    if model_field:
+        models = target / "posts" / "models.py"
+        text = models.read_text()
+        models.write_text(text.replace("    created = models.DateTimeField(", f"    {model_field}\n    created = models.DateTimeField(", 1))
+
+
+def css_path(host) -> str:
+    return re.search(r'href="(/static/posts/site\.[0-9a-f]{12}\.css)"', get(host, "/")[2]).group(1)
+
+
+def load_paths(host) -> list[str]:
+    return ["/version", "/", "/popular/", css_path(host)]
+
+
+def under_load(host, action, label: str, max_seconds: int = 420):
+    """Run action() while stackload.py sends requests; return (action's result, results, t0, t1)."""
+    script = base64.b64encode(LOADGEN.encode()).decode()
+    host.check_output(f"echo {script} | base64 -d > /tmp/stackload.py && rm -f /tmp/stackload.json*")
+    paths = " ".join(shlex.quote(p) for p in load_paths(host))
+    host.check_output(
+        f"systemd-run --unit=stackload-{label} --collect python3 /tmp/stackload.py /tmp/stackload.json "
+        f"{THREADS} {MIN_REQUESTS} {max_seconds} {paths}"
+    )
+    deadline = time.monotonic() + 60
+    while not host.file("/tmp/stackload.json.started").exists:
+        assert time.monotonic() < deadline, "the load generator did not start"
+        time.sleep(0.5)
+    time.sleep(2)  # some requests before the action
+    t0 = time.monotonic()
+    try:
+        result = action()
+    finally:
+        t1 = time.monotonic()
+        host.run("touch /tmp/stackload.json.stop")
+    deadline = time.monotonic() + max_seconds + 60
+    while not host.file("/tmp/stackload.json").exists:
+        assert time.monotonic() < deadline, "the load generator did not finish"
+        time.sleep(1)
+    results = json.loads(host.check_output("cat /tmp/stackload.json"))["results"]
+    return result, results, t0, t1
+
+
+def failures(results) -> list:
+    return [r for r in results if r[5] or not 200 <= r[3] < 400]
+
+
+def record(host, label: str, results, t0: float, t1: float) -> dict:
+    span = max(r[1] for r in results) - min(r[0] for r in results)
+    during = [r for r in results if r[0] < t1 and r[1] > t0]
+    figure = {
+        "test": label, "host": hostname(host), "concurrency": THREADS, "requests": len(results),
+        "requests_during_action": len(during), "failed": len(failures(results)),
+        "action_seconds": round(t1 - t0, 1), "load_seconds": round(span, 1),
+        "requests_per_second": round(len(results) / span, 1) if span else None,
+    }
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a") as handle:
+        handle.write(json.dumps(figure) + "\n")
+    return figure
+
+
+def assert_no_failure(host, results, figure) -> None:
+    failed = failures(results)
+    assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}\n{journal_tail(host, UNIT)}"
+    assert len(results) >= MIN_REQUESTS, figure
+    assert figure["requests_during_action"] > 0, figure
+
+
+def assert_switches_once(results, t0: float, old: str, new: str) -> None:
+    """/version answered `old` until the action, then `new`, never `old` again once `new` was seen."""
+    versions = sorted((r for r in results if r[2] == "/version"), key=lambda r: r[0])
+    assert {r[4] for r in versions if r[1] < t0} == {old}
+    new_ends = [r[1] for r in versions if r[4] == new]
+    assert new_ends, f"/version never answered {new}"
+    late_old = [r for r in versions if r[0] > min(new_ends) and r[4] != new]
+    assert not late_old, f"{len(late_old)} requests started after the first {new} answer got {late_old[:3]}"
+    assert {r[4] for r in versions} == {old, new}
+
+
+# --- fixtures -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """The release trees the tests deploy, made once on the controller."""
+    tmp = tmp_path_factory.mktemp("releases")
+
+    def r2(path):
+        add_migration(path, "0003_post_subtitle",
+                      "migrations.AddField('post', 'subtitle', models.CharField(max_length=200, null=True, blank=True))",
+                      "subtitle = models.CharField(max_length=200, null=True, blank=True)")
+
+    def broken_migration(path):
+        add_migration(path, "0003_fails", "migrations.RunPython(fail, migrations.RunPython.noop)")
+
+    def broken_health(path):
+        views = path / "posts" / "views.py"
+        views.write_text(views.read_text().replace(
+            "def healthz(request):\n",
+            "def healthz(request):\n    return JsonResponse({'status': 'broken on purpose'}, status=503)\n", 1))
+
+    return {
+        "r2": make_release(tmp, "r2", r2),
+        "broken_migration": make_release(tmp, "broken-migration", broken_migration),
+        "broken_health": make_release(tmp, "broken-health", broken_health),
+    }
+
+
+@pytest.fixture(scope="module")
+def login():
+    """A function that logs a user in with curl on the host; returns its cookie jar path."""
+    def do_login(host) -> str:
+        password = uuid.uuid4().hex
+        host.check_output(
+            f"DJANGO_ADMIN_USERNAME=stackuser DJANGO_ADMIN_PASSWORD={password} {MANAGE} create_demo_admin"
+        )
+        jar = f"/tmp/jar-{uuid.uuid4().hex}"
+        status, _, page = get(host, "/accounts/login/", "-c", jar)
+        assert status == 200
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        status, headers, _ = get(
+            host, "/accounts/login/", "-b", jar, "-c", jar, "-H", "Referer: https://localhost/accounts/login/",
+            "-H", "Origin: https://localhost", "--data-urlencode", "username=stackuser",
+            "--data-urlencode", f"password={password}", "--data-urlencode", f"csrfmiddlewaretoken={token}",
+        )
+        assert status == 302, f"login answered {status}"
+        return jar
+    return do_login
+
+
+def session_id(host, jar: str) -> str:
+    return host.check_output(f"awk '$6 == \"sessionid\" {{print $7}}' {jar}")
+
+
+# --- the stack as converged -----------------------------------------------------------
+def test_every_service_runs(host):
+    for unit in ["nginx", "varnish", f"{UNIT}.socket", f"{UNIT}.service", "redis-server", "memcached",
+                 "postgresql"]:
+        assert_running(host, unit)
+
+
+def test_home_page_lists_posts_from_postgresql(host):
+    title = f"Written straight into PostgreSQL {uuid.uuid4().hex}"
+    psql(host, f"INSERT INTO posts_post (title, body, created) VALUES ('{title}', 'from the test', now())")
+    status, headers, body = get(host, f"/?fresh={uuid.uuid4().hex}")
+    assert status == 200
+    assert title in body
+    assert headers.get("strict-transport-security", "").startswith("max-age=")
+
+
+def test_plain_http_redirects_to_https(host):
+    out = host.check_output("curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: localhost' http://127.0.0.1/")
+    assert out == "301 https://localhost/"
+
+
+def test_second_anonymous_get_is_a_varnish_hit(host):
+    path = f"/?visit={uuid.uuid4().hex}"
+    first = get(host, path)
+    second = get(host, path)
+    assert (first[0], second[0]) == (200, 200)
+    assert first[1]["x-cache"] == "MISS"
+    assert second[1]["x-cache"] == "HIT"
+    assert "public" in second[1]["cache-control"]
+
+
+def test_logged_in_pages_are_never_cached(host, login):
+    jar = login(host)
+    for path in ["/me/", "/me/", "/", "/"]:
+        status, headers, body = get(host, path, "-b", jar)
+        assert status == 200, path
+        assert headers["x-cache"] == "MISS", f"{path} came from the cache for a logged-in user"
+        assert "private" in headers["cache-control"] or "no-cache" in headers["cache-control"]
+    assert "stackuser" in get(host, "/me/", "-b", jar)[2]
+    status, headers, _ = get(host, "/admin/", "-b", jar)
+    assert status == 200 and headers["x-cache"] == "MISS"
+
+
+def test_sessions_live_in_the_cache(host, login):
+    jar = login(host)
+    sid = session_id(host, jar)
+    assert sid
+    keys = redis_cli(host, "--scan", "--pattern", f"*django.contrib.sessions.cache{sid}")
+    assert keys.strip(), "the session is not in Redis"
+    assert psql(host, "SELECT count(*) FROM django_session") == "0"
+
+
+def test_hashed_static_file_is_cached_for_a_year(host):
+    status, headers, body = get(host, css_path(host))
+    assert status == 200 and "body" in body
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_check_deploy_reports_nothing(host):
+    out = host.check_output(f"{MANAGE} check --deploy --fail-level WARNING 2>&1")
+    assert out.strip() == "System check identified no issues (0 silenced)."
+
+
+def test_backends_listen_only_on_loopback(host):
+    """PostgreSQL, Redis, Memcached, Gunicorn and Varnish: 127.0.0.1, ::1 or Unix sockets only."""
+    sockets = host.check_output("ss -Htlnup").splitlines()
+    seen, exposed = set(), []
+    for line in sockets:
+        fields = line.split()
+        local = fields[4]
+        address, port = local.rsplit(":", 1)
+        owners = set(re.findall(r'\("([^"]+)"', line))
+        backend = owners & {"postgres", "redis-server", "memcached", "gunicorn", "varnishd", "cache-main"} or \
+            port in {"5432", "6379", "11211", "8000", "6081", "6082"}
+        if backend:
+            seen.add(port)
+            if address not in {"127.0.0.1", "[::1]"}:
+                exposed.append(line)
+    assert not exposed, "\n".join(exposed)
+    assert {"5432", "6379", "11211", "8000", "6081"} <= seen, seen
+
+
+def test_deploy_fact_records_the_release(host):
+    fact = json.loads(host.file("/etc/ansible/facts.d/prodready_deploy.fact").content_string)
+    assert fact["current"] == current_release(host) == release_of(host)
+    assert fact["history"][0] == fact["current"]
+
+
+# --- deploys, rollback, broken releases under load --------------------------------------
+def test_deploy_with_a_migration_under_load_drops_nothing(host, releases):
+    old = current_release(host)
+    proc, results, t0, t1 = under_load(
+        host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['r2']}"), "deploy")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    new = current_release(host)
+    assert new != old
+    figure = record(host, "deploy with a migration", results, t0, t1)
+    assert_no_failure(host, results, figure)
+    assert_switches_once(results, t0, old, new)
+    assert psql(host, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'posts_post' "
+                      "AND column_name = 'subtitle'") == "1"
+    fact = json.loads(host.file("/etc/ansible/facts.d/prodready_deploy.fact").content_string)
+    assert fact["history"][:2] == [new, old]
+    # Only code changed: the new release shares the virtualenv of the old one.
+    assert host.file(f"/srv/superbook/releases/{new}/.venv").linked_to == \
+        host.file(f"/srv/superbook/releases/{old}/.venv").linked_to
+
+
+def test_deploying_the_same_release_again_changes_nothing(host, releases):
+    proc = playbook(host, "deploy.yml", "-e", f"deploy_source={releases['r2']}")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    recap = re.search(rf"^{re.escape(hostname(host))}\s*:.*changed=(\d+)", proc.stdout, re.M)
+    assert recap and recap.group(1) == "0", proc.stdout[-3000:]
+
+
+def test_rollback_under_load_drops_nothing(host):
+    fact = json.loads(host.file("/etc/ansible/facts.d/prodready_deploy.fact").content_string)
+    new, old = fact["history"][0], fact["history"][1]
+    proc, results, t0, t1 = under_load(host, lambda: playbook(host, "rollback.yml"), "rollback")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "Database migrations are NOT reversed" in flat(proc.stdout)
+    assert current_release(host) == old
+    figure = record(host, "rollback", results, t0, t1)
+    assert_no_failure(host, results, figure)
+    assert_switches_once(results, t0, new, old)
+
+
+def test_failing_migration_stops_the_deploy_before_the_switch(host, releases):
+    before = current_release(host)
+    proc, results, t0, t1 = under_load(
+        host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_migration']}"),
+        "broken-migration")
+    assert proc.returncode != 0
+    output = flat(proc.stdout)
+    assert "failed before the switch" in output and "Apply the migrations" in output, output[-3000:]
+    assert f"current still points to {before}" in output
+    assert current_release(host) == before
+    figure = record(host, "failing migration", results, t0, t1)
+    assert_no_failure(host, results, figure)
+    assert {r[4] for r in results if r[2] == "/version"} == {before}
+
+
+def test_failing_health_check_puts_the_old_release_back(host, releases):
+    before = current_release(host)
+    proc, results, t0, t1 = under_load(
+        host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_health']}",
+                               "-e", "deploy_healthcheck_retries=3", "-e", "deploy_healthcheck_delay=1"),
+        "broken-health")
+    assert proc.returncode != 0
+    output = flat(proc.stdout)
+    assert "Wait for the health check to pass" in output, output[-3000:]
+    assert f"current points to {before} again" in output
+    assert current_release(host) == before
+    assert release_of(host) == before
+    figure = record(host, "failing health check", results, t0, t1)
+    assert_no_failure(host, results, figure)
+
+
+# --- outages -------------------------------------------------------------------------
+def test_pages_answer_with_redis_stopped(host):
+    host.check_output("systemctl stop redis-server")
+    try:
+        for path in ["/", "/popular/"]:
+            started = time.monotonic()
+            status, headers, _ = get(host, f"{path}?redis-down={uuid.uuid4().hex}")
+            assert status == 200 and headers["x-cache"] == "MISS", path
+            assert time.monotonic() - started < 10
+        status, _, body = get(host, "/healthz")
+        assert status == 200 and json.loads(body)["cache"] == "degraded"
+    finally:
+        host.check_output("systemctl start redis-server")
+    assert json.loads(get(host, "/healthz")[2])["cache"] in {"ok", "degraded"}
+
+
+def wait_for_backend(host, state: str, seconds: int = 40) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if re.search(rf"\bboot\.\w+\s.*\b{state}\b", host.check_output("varnishadm backend.list")):
+            return
+        time.sleep(1)
+    raise AssertionError(f"Varnish never saw the backend {state}:\n{host.check_output('varnishadm backend.list')}")
+
+
+def test_cached_pages_answer_from_grace_with_gunicorn_stopped(host):
+    path = f"/?grace={uuid.uuid4().hex}"
+    assert get(host, path)[0] == 200
+    assert get(host, path)[1]["x-cache"] == "HIT"
+    host.check_output(f"systemctl stop {UNIT}.socket {UNIT}.service")
+    try:
+        wait_for_backend(host, "sick")
+        # Past the page's max-age (60 s) only grace can answer it.
+        deadline = time.monotonic() + 120
+        while True:
+            status, headers, _ = get(host, path)
+            assert status == 200, f"the cached page answered {status} with Gunicorn stopped"
+            if int(headers.get("age", "0")) > 65:
+                break
+            assert time.monotonic() < deadline, headers
+            time.sleep(5)
+        assert get(host, f"/?uncached={uuid.uuid4().hex}")[0] == 503
+    finally:
+        host.check_output(f"systemctl start {UNIT}.socket {UNIT}.service")
+    wait_for_backend(host, "healthy")
