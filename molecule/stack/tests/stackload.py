@@ -2,11 +2,12 @@
 inside a test container against 127.0.0.1:443 while the test deploys, rolls back
 or breaks something from the controller.
 
-    python3 stackload.py OUT THREADS MIN_REQUESTS MAX_SECONDS PATH [PATH ...]
+    python3 stackload.py OUT THREADS INTERVAL MIN_REQUESTS MAX_SECONDS PATH [PATH ...]
 
 THREADS threads (one keep-alive connection each, reopened after an error) cycle
-through the PATHs until the file OUT.stop exists AND at least MIN_REQUESTS have
-completed, or MAX_SECONDS have passed, whichever comes first. OUT.started is
+through the PATHs, each starting a request at most every INTERVAL seconds, until
+the file OUT.stop exists AND at least MIN_REQUESTS have completed, or MAX_SECONDS
+have passed, whichever comes first. OUT.started is
 written once the first request has answered. OUT receives one JSON document:
 every request as [start, end, path, status, release, error] (monotonic seconds;
 status 0 and an error text for a socket error; release from /version bodies).
@@ -20,8 +21,9 @@ import sys
 import threading
 import time
 
-OUT, THREADS, MIN_REQUESTS, MAX_SECONDS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-PATHS = sys.argv[5:]
+OUT, THREADS, INTERVAL = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+MIN_REQUESTS, MAX_SECONDS = int(sys.argv[4]), float(sys.argv[5])
+PATHS = sys.argv[6:]
 STOP = OUT + ".stop"
 DEADLINE = time.monotonic() + MAX_SECONDS
 CONTEXT = ssl._create_unverified_context()  # the stack's self-signed certificate
@@ -63,9 +65,11 @@ def worker(offset):
             if conn is not None:
                 conn.close()
             conn = None
+        end = time.monotonic()
         with lock:
-            results.append([begin, time.monotonic(), path, status, release, error])
+            results.append([begin, end, path, status, release, error])
         started.set()
+        time.sleep(max(0.0, begin + INTERVAL - end))
 
 
 threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
