@@ -34,7 +34,7 @@ def test_artifact_leaves_out_tests_and_examples(installed):
     tarball, _, _ = installed
     with tarfile.open(tarball) as archive:
         top = {name.split("/")[0] for name in archive.getnames()}
-    assert {"roles", "meta", "README.md", "LICENSE", "MANIFEST.json"} <= top
+    assert {"roles", "playbooks", "meta", "README.md", "LICENSE", "MANIFEST.json"} <= top
     unwanted = top & {"molecule", "tests", "examples", "scripts", ".ci", ".config", ".cache", ".venv", "Makefile"}
     assert not unwanted, f"the artifact carries {unwanted}"
 
@@ -46,6 +46,16 @@ def test_ansible_doc_lists_every_role(installed):
     assert proc.returncode == 0, proc.stdout
     listed = {line.split(":")[0].strip() for line in proc.stdout.splitlines() if line.startswith("prodready.")}
     assert listed == {f"prodready.django.{role}" for role in ROLES}
+
+
+@pytest.mark.parametrize("playbook", ["site", "deploy", "rollback"])
+def test_playbooks_run_by_their_collection_name(installed, playbook, tmp_path):
+    """`ansible-playbook prodready.django.<name>` finds the installed playbook (syntax check)."""
+    _, path, env = installed
+    (tmp_path / "hosts.yml").write_text("all:\n  children: {db: {}, cache: {}, memcached: {}, app: {}, web: {}}\n")
+    proc = run([BIN / "ansible-playbook", "-i", tmp_path / "hosts.yml", "--syntax-check", f"prodready.django.{playbook}"],
+               log=f"syntax-{playbook}.log", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, tail(proc.stdout)
 
 
 def test_ansible_test_sanity(installed):
