@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a local systemd container as the target host, built with site.yml,
 # then the demo app (examples/superbook) rolled out with deploy.yml.
-#   scripts/demo.sh up|down
+#   scripts/demo.sh up|down          (up = host, site, deploy, check)
+#   scripts/demo.sh host|site|deploy|check   one step (scripts/bench.py times them)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=prodready-demo
@@ -9,7 +10,7 @@ IMAGE=${DEMO_IMAGE:-prodready/debian:12}
 HTTP_PORT=${DEMO_HTTP_PORT:-8080}
 HTTPS_PORT=${DEMO_HTTPS_PORT:-8443}
 
-up() {
+host() {
   if ! docker container inspect "$NAME" >/dev/null 2>&1; then
     # The same container options as the Molecule platforms (.config/molecule/config.yml).
     docker run -d --name "$NAME" --hostname "$NAME" \
@@ -27,10 +28,21 @@ up() {
   done
   # As in molecule/shared/prepare.yml: a VM's /proc/sys is writable, Docker's is not.
   docker exec "$NAME" mount -o remount,rw /proc/sys
-  cd "$ROOT"
-  "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/site.yml
-  "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/deploy.yml \
+}
+
+site() {
+  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/site.yml
+}
+
+deploy() {
+  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/deploy.yml \
     -e deploy_source="$ROOT/examples/superbook"
+}
+
+up() {
+  host
+  site
+  deploy
   check
 }
 
@@ -58,7 +70,6 @@ down() {
 }
 
 case "${1:-up}" in
-  up) up ;;
-  down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  up|down|host|site|deploy|check) "${1:-up}" ;;
+  *) echo "usage: $0 up|down|host|site|deploy|check" >&2; exit 2 ;;
 esac
