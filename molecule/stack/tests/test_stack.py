@@ -405,7 +405,7 @@ def test_failing_health_check_puts_the_old_release_back(host, releases):
     before = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_health']}",
-                               "-e", "deploy_healthcheck_retries=3", "-e", "deploy_healthcheck_delay=1"),  # strings, as users type them
+                               "-e", "deploy_healthcheck_retries=2", "-e", "deploy_healthcheck_delay=1"),  # strings, as users type them
         "broken-health")
     assert proc.returncode != 0
     output = flat(proc.stdout)
