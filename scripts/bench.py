@@ -103,26 +103,45 @@ def main(names: list[str]) -> None:
         print(f"{name}: cold {cold:.1f} s, re-run {warm:.1f} s", flush=True)
         rows.append(f"| {name} | {cold:.1f} | {warm:.1f} |")
     demo_rows = bench_demo() if not names or "demo" in names else []
+    # A section that was not measured this time keeps its last figures.
+    kept = previous_sections()
     text = (
         "# Benchmarks\n\n"
         "Written by `make bench` (scripts/bench.py); do not edit by hand.\n\n"
-        f"Measured {datetime.date.today()} on {os.cpu_count()} cores, Python {platform.python_version()}.\n")
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
+        "each section says when it was measured.\n")
+    today = f"Measured {datetime.date.today()}. "
+    if not rows and "Roles" in kept:
+        text += kept["Roles"]
     if rows:
         text += (
-            "\n## Roles\n\n"
+            "\n## Roles\n\n" + today +
             "One Debian 12 test container per role (`molecule converge -- --limit <role>-debian12`), "
             "Molecule's own start-up included.\n\n"
             "| Scenario | Cold converge (s) | Idempotent re-run (s) |\n| --- | --- | --- |\n"
             + "\n".join(rows) + "\n")
     if demo_rows:
         text += (
-            "\n## The whole stack (the demo container, Debian 12)\n\n"
+            "\n## The whole stack (the demo container, Debian 12)\n\n" + today +
             "Wall time of each command, in order; the Debian packages come from the mirror each time the "
             "container is new.\n\n"
             "| Step | Seconds |\n| --- | --- |\n"
             + "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in demo_rows) + "\n")
+    if not demo_rows and "The whole stack" in kept:
+        text += kept["The whole stack"]
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(text)
+
+
+def previous_sections() -> dict[str, str]:
+    """The "## " sections of the current docs/benchmarks.md, by the start of their title."""
+    if not OUT.exists():
+        return {}
+    sections = {}
+    for chunk in OUT.read_text().split("\n## ")[1:]:
+        title = chunk.split("\n", 1)[0]
+        sections[title.split(" (")[0]] = "\n## " + chunk.rstrip("\n") + "\n"
+    return sections
 
 
 if __name__ == "__main__":
