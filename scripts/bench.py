@@ -30,6 +30,7 @@ OUT = ROOT / "docs" / "benchmarks.md"
 
 def molecule(*args: str) -> tuple[float, str]:
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
+               PATH=f"{MOLECULE.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # ansible-config & co.
                PY_COLORS="0", ANSIBLE_FORCE_COLOR="0", NO_COLOR="1", COLUMNS="300")
     started = time.monotonic()
     proc = subprocess.run([str(MOLECULE), *args], cwd=ROOT, env=env, text=True,
