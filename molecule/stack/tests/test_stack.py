@@ -238,8 +238,13 @@ def releases(tmp_path_factory):
             "    if request.META.get('SERVER_SOFTWARE', '').startswith('gunicorn'):\n"
             "        return JsonResponse({'status': 'broken under gunicorn on purpose'}, status=503)\n", 1))
 
+    def new_requirements(path):
+        requirements = path / "requirements.txt"
+        requirements.write_text(requirements.read_text() + "# r3: another requirements file, another virtualenv\n")
+
     return {
         "r2": make_release(tmp, "r2", r2),
+        "new_requirements": make_release(tmp, "new-requirements", new_requirements),
         "broken_migration": make_release(tmp, "broken-migration", broken_migration),
         "broken_health": make_release(tmp, "broken-health", broken_health),
         "broken_under_gunicorn": make_release(tmp, "broken-under-gunicorn", broken_under_gunicorn),
@@ -481,6 +486,23 @@ def miss_seconds(host, path: str) -> float:
     status, seconds = out.split()
     assert status == "200", f"{path} answered {status}"
     return float(seconds)
+
+
+def test_deploy_with_new_requirements_under_load_drops_nothing(host, releases):
+    """New requirements: a new virtualenv, so Gunicorn restarts (its master must start
+    from the new interpreter) while the socket unit holds the connections."""
+    old = current_release(host)
+    proc, results, t0, t1 = under_load(
+        host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['new_requirements']}"),
+        "new-requirements")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    new = current_release(host)
+    assert new != old
+    assert host.file(f"/srv/superbook/releases/{new}/.venv").linked_to != \
+        host.file(f"/srv/superbook/releases/{old}/.venv").linked_to
+    figure = record(host, "deploy with new requirements", results, t0, t1)
+    assert_no_failure(host, results, figure)
+    assert_switches_once(results, t0, old, new)
 
 
 def test_pages_answer_with_redis_stopped(host):
