@@ -3,9 +3,12 @@
 # then the demo app (examples/superbook) rolled out with deploy.yml.
 #   scripts/demo.sh up|down          (up = host, site, deploy, check)
 #   scripts/demo.sh host|site|deploy|check   one step (scripts/bench.py times them)
+# DEMO_NAME, DEMO_HTTP_PORT, DEMO_HTTPS_PORT: another container beside the demo
+# (scripts/bench.py uses prodready-bench on 9080/9443); the playbooks then target it
+# through ansible_host, with the same inventory (inventories/demo).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-NAME=prodready-demo
+NAME=${DEMO_NAME:-prodready-demo}
 IMAGE=${DEMO_IMAGE:-prodready/debian:12}
 HTTP_PORT=${DEMO_HTTP_PORT:-8080}
 HTTPS_PORT=${DEMO_HTTPS_PORT:-8443}
@@ -31,12 +34,12 @@ host() {
 }
 
 site() {
-  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/site.yml
+  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/site.yml -e ansible_host="$NAME"
 }
 
 deploy() {
   cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/deploy.yml \
-    -e deploy_source="$ROOT/examples/superbook"
+    -e ansible_host="$NAME" -e deploy_source="$ROOT/examples/superbook"
 }
 
 up() {

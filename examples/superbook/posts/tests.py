@@ -381,3 +381,38 @@ class CreateDemoAdminTests(TestCase):
         with mock.patch.dict(os.environ, {"DJANGO_ADMIN_USERNAME": "", "DJANGO_ADMIN_PASSWORD": ""}):
             with self.assertRaises(CommandError):
                 call_command("create_demo_admin")
+
+
+class BenchStaticViewTests(SimpleTestCase):
+    """SUPERBOOK_BENCH_STATIC_VIEW=1 (make bench only) lets Django serve /static/; off by default."""
+
+    def urlconf(self, **env):
+        import importlib
+
+        import superbook.urls
+
+        from django.urls import clear_url_caches
+
+        with mock.patch.dict(os.environ, env):
+            module = importlib.reload(superbook.urls)
+        clear_url_caches()
+        return module
+
+    def tearDown(self):
+        self.urlconf(SUPERBOOK_BENCH_STATIC_VIEW="0")
+
+    def test_off_by_default(self):
+        from django.urls import Resolver404, resolve
+
+        module = self.urlconf(SUPERBOOK_BENCH_STATIC_VIEW="0")
+        with self.assertRaises(Resolver404):
+            resolve("/static/posts/site.css", urlconf=module)
+
+    def test_on_serves_from_static_root(self):
+        with tempfile.TemporaryDirectory() as static_root:
+            (Path(static_root) / "site.abc123.css").write_text("body {}\n")
+            with override_settings(STATIC_ROOT=static_root, SECURE_SSL_REDIRECT=False):
+                self.urlconf(SUPERBOOK_BENCH_STATIC_VIEW="1")  # reads STATIC_ROOT
+                response = self.client.get("/static/site.abc123.css")
+                self.assertEqual(response.status_code, 200)
+                self.assertEqual(b"".join(response.streaming_content), b"body {}\n")
