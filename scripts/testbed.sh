@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sets up everything the tests and the demo need on a fresh Debian machine, and
 # nothing twice: a Docker engine, the Debian 12/13 systemd base images, the
-# controller virtualenv. Each step checks first and only acts when missing.
+# controller virtualenv, the controller image for the newer ansible-core versions.
+# Each step checks first and only acts when missing or out of date.
 #
-#   scripts/testbed.sh [engine|images|venv|all]   (all: venv, collection link, engine, images)
+#   scripts/testbed.sh [engine|images|venv|link|controllers|all]
+#   (all: venv, collection link, engine, images, controllers)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +15,12 @@ IMAGE_REPO=${IMAGE_REPO:-prodready/debian}
 # Debian releases the tests run on: "<docker tag>:<suite>"
 RELEASES=${RELEASES:-"12:bookworm 13:trixie"}
 CACHE=${TESTBED_CACHE:-/var/cache/prodready-testbed}
+# The controller for ansible-core 2.20+ (needs Python 3.12+): Debian 13's python3 in
+# an image made from $IMAGE_REPO:13, one venv per tests/controllers/ansible-*.txt.
+CONTROLLER_IMAGE=${CONTROLLER_IMAGE:-prodready/controller:13}
+CONTROLLERS_DIR=$ROOT/tests/controllers
+# pip in a container trusts only what this bundle trusts (a TLS proxy's CA, if any).
+CA_BUNDLE=${PRODREADY_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 
@@ -102,6 +110,36 @@ venv() {
   echo "$want" > "$stamp"
 }
 
+# The controller image, rebuilt only when it is missing or its label (a hash of the
+# base image, tests/controllers/build.sh and the pinned requirements) differs.
+controllers() {
+  images
+  local base="$IMAGE_REPO:13" want have old build log
+  want=$({ docker image inspect --format '{{.Id}}' "$base"
+           cat "$CONTROLLERS_DIR/build.sh" "$CONTROLLERS_DIR"/ansible-*.txt; } | sha256sum | cut -d' ' -f1)
+  have=$(docker image inspect --format '{{index .Config.Labels "prodready.controllers.sha256"}}' \
+         "$CONTROLLER_IMAGE" 2>/dev/null || true)
+  if [ "$have" = "$want" ]; then log "image $CONTROLLER_IMAGE present (cached)"; return 0; fi
+  old=$(docker image inspect --format '{{.Id}}' "$CONTROLLER_IMAGE" 2>/dev/null || true)
+  build=prodready-controller-build-$$
+  log=$(mktemp "${TMPDIR:-/tmp}/prodready-controller.XXXXXX")
+  local ca=()
+  [ -f "$CA_BUNDLE" ] && ca=(-v "$CA_BUNDLE:/etc/ssl/host-ca.crt:ro" -e PIP_CERT=/etc/ssl/host-ca.crt)
+  log "building $CONTROLLER_IMAGE from $base ($(cd "$CONTROLLERS_DIR" && echo ansible-*.txt))"
+  trap 'docker rm -f "$build" >/dev/null 2>&1 || true' EXIT
+  docker run --name "$build" "${ca[@]}" -v "$CONTROLLERS_DIR:/controllers:ro" \
+    "$base" bash /controllers/build.sh >"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
+  sed 's/^/[testbed]   /' "$log" >&2
+  docker commit --change "LABEL prodready.controllers.sha256=$want" --change 'CMD ["/bin/bash"]' \
+    "$build" "$CONTROLLER_IMAGE" >/dev/null
+  docker rm -f "$build" >/dev/null
+  trap - EXIT
+  rm -f "$log"
+  # The image it replaces, unless a container still uses it.
+  [ -n "$old" ] && docker image rm "$old" >/dev/null 2>&1 || true
+  log "image $CONTROLLER_IMAGE built"
+}
+
 # Make the checkout importable as prodready.django for ansible, ansible-lint and molecule.
 link() {
   local dir="$ROOT/.cache/collections/ansible_collections/prodready"
@@ -114,6 +152,7 @@ case "${1:-all}" in
   images) images ;;
   venv) venv; link ;;
   link) link ;;
-  all) venv; link; images ;;
-  *) echo "usage: $0 [engine|images|venv|link|all]" >&2; exit 2 ;;
+  controllers) controllers ;;
+  all) venv; link; images; controllers ;;
+  *) echo "usage: $0 [engine|images|venv|link|controllers|all]" >&2; exit 2 ;;
 esac
