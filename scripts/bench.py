@@ -1,36 +1,98 @@
 #!/usr/bin/env python3
-"""`make bench`: wall times of converges and deploys, written to docs/benchmarks.md.
+"""`make bench`: what users of the collection wait for and what visitors feel,
+written to docs/benchmarks.md and drawn in docs/benchmarks.png.
 
-    scripts/bench.py [scenario ...] [demo]
+    scripts/bench.py [section | role scenario ...]     (none: every section)
 
-For each role's Molecule scenario (or those named on the command line), on a fresh
-Debian 12 container: cold converge, then the idempotent re-run. Times are
-wall-clock seconds of `molecule converge`, Molecule's own start-up included.
+Sections (`make bench SCENARIOS="stack serving"`):
+  roles    each role's Molecule scenario on a fresh Debian 12 container: cold converge
+           and the idempotent re-run (or name scenarios: `common nginx`)
+  demo     `make demo` from no container and again, site.yml re-run, deploys
+  stack    site.yml re-run on the converged demo host: default, pipelining off, Mitogen;
+           task count and the 10 slowest tasks
+  oldnew   the site.yml re-run of today's tree and of a baseline commit (BENCH_BASELINE,
+           default 979b655, checked out with `git worktree` in .cache/), same host, same run
+  deploys  deploy.yml of a code-only change and of the same source again, default and Mitogen
+  serving  wrk inside the demo container against its own loopback: Varnish HIT vs bypass,
+           Nginx vs Django for a hashed static file, the role's Gunicorn vs one default
+           sync worker, sessions in Redis vs in the database
 
-Then the whole stack on the demo container (`demo`, or no argument): `make demo`
-from nothing and again, site.yml re-run, a deploy that changes code and the same
-deploy again. The `stack` scenario is left out of the per-role table (it is the demo).
+Every section but `roles` runs on its own container, BENCH_NAME (prodready-bench) on
+127.0.0.1:BENCH_HTTP_PORT/BENCH_HTTPS_PORT (9080/9443), never on `make demo`'s.
+A section that is not measured this time keeps its last figures (and its place in the
+chart). Times are wall-clock seconds; the figures are never asserted anywhere.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
+import importlib.util
+import json
 import os
 import platform
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MOLECULE = ROOT / ".venv" / "bin" / "molecule"
+VENV_BIN = ROOT / ".venv" / "bin"
+MOLECULE = VENV_BIN / "molecule"
 OUT = ROOT / "docs" / "benchmarks.md"
+CHART = ROOT / "docs" / "benchmarks.png"
+CACHE = ROOT / ".cache"
 
+NAME = os.environ.get("BENCH_NAME", "prodready-bench")
+HTTP_PORT = os.environ.get("BENCH_HTTP_PORT", "9080")
+HTTPS_PORT = os.environ.get("BENCH_HTTPS_PORT", "9443")
+BASELINE = os.environ.get("BENCH_BASELINE", "979b655")
+# wrk: seconds per measurement, open connections, threads.
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
+WRK_CONNECTIONS = int(os.environ.get("BENCH_WRK_CONNECTIONS", "8"))
+WRK_THREADS = 2
+WRK_WARMUP = int(os.environ.get("BENCH_WRK_WARMUP", "2"))
+
+# Installed into .venv by the bench itself when missing (not test-bed requirements).
+MITOGEN_PIN = "mitogen==0.3.54"
+MATPLOTLIB_PIN = "matplotlib==3.11.2"
+
+# The demo app as inventories/demo deploys it.
+APP = "superbook"
+APP_DIR = f"/srv/{APP}/current"
+ENV_FILE = f"/etc/{APP}/env"
+STATIC_ROOT = f"/srv/{APP}/shared/static"
+GUNICORN_UNIT = f"gunicorn-{APP}.service"
+GUNICORN_TUNED = "127.0.0.1:8000"      # gunicorn_bind of inventories/demo
+GUNICORN_DEFAULT = "127.0.0.1:8001"    # `gunicorn <module>` started by the bench, nothing else
+GUNICORN_SWITCHED = "127.0.0.1:8002"   # the role's config, sessions in the database, Django's static view
+BENCH_RUN_DIR = "/run/prodready-bench"
+
+SECTIONS = ("roles", "demo", "stack", "oldnew", "deploys", "serving")
+# Section titles in docs/benchmarks.md; previous_sections() keys them by the part before " (".
+TITLES = {
+    "roles": "Roles",
+    "demo": "The whole stack",
+    "stack": "Stack re-run",
+    "oldnew": "Old vs new",
+    "deploys": "Deploys",
+    "serving": "Serving",
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+# --- Running things ------------------------------------------------------------------
 
 def molecule(*args: str) -> tuple[float, str]:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
-               PATH=f"{MOLECULE.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # ansible-config & co.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(CACHE / "collections"),
+               PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # ansible-config & co.
                PY_COLORS="0", ANSIBLE_FORCE_COLOR="0", NO_COLOR="1", COLUMNS="300")
     started = time.monotonic()
     proc = subprocess.run([str(MOLECULE), *args], cwd=ROOT, env=env, text=True,
@@ -39,19 +101,6 @@ def molecule(*args: str) -> tuple[float, str]:
     if proc.returncode != 0:
         sys.exit(f"molecule {' '.join(args)} failed:\n{proc.stdout[-4000:]}")
     return elapsed, proc.stdout
-
-
-def bench(scenario: str) -> tuple[float, float]:
-    host = f"{scenario}-debian12"
-    molecule("destroy", "-s", scenario)
-    molecule("create", "-s", scenario)
-    molecule("prepare", "-s", scenario)
-    try:
-        cold, _ = molecule("converge", "-s", scenario, "--", "--limit", host)
-        warm, _ = molecule("converge", "-s", scenario, "--", "--limit", host)
-    finally:
-        molecule("destroy", "-s", scenario)
-    return cold, warm
 
 
 def timed(*args: str, env: dict | None = None) -> float:
@@ -65,73 +114,531 @@ def timed(*args: str, env: dict | None = None) -> float:
     return elapsed
 
 
-def bench_demo() -> list[tuple[str, float]]:
-    """The demo stack: make demo cold and warm, site.yml re-run, deploys."""
-    playbook = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "inventories/demo"]
-    demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
-    changed = ROOT / ".cache" / "bench-release"
-    shutil.rmtree(changed, ignore_errors=True)
-    shutil.copytree(ROOT / "examples" / "superbook", changed, ignore=shutil.ignore_patterns("__pycache__"))
-    template = changed / "posts" / "templates" / "base.html"
-    template.write_text(template.read_text() + "\n{# a code change for the benchmark #}\n")
+def demo_env() -> dict:
+    """scripts/demo.sh on the bench's container and ports."""
+    return dict(os.environ, DEMO_NAME=NAME, DEMO_HTTP_PORT=HTTP_PORT, DEMO_HTTPS_PORT=HTTPS_PORT)
+
+
+def demo(step: str) -> float:
+    return timed("bash", ROOT / "scripts" / "demo.sh", step, env=demo_env())
+
+
+def in_host(script: str, *, check: bool = True, timeout: int = 300) -> str:
+    """A bash script run as root inside the bench container; its stdout."""
+    proc = subprocess.run(["docker", "exec", NAME, "bash", "-c", script], text=True, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and proc.returncode != 0:
+        sys.exit(f"in {NAME}: {script}\nfailed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def ensure_pip(pin: str, module: str) -> None:
+    """The bench's own tools in .venv (pinned; installed once)."""
+    name, version = pin.split("==")
+    try:
+        if importlib.metadata.version(name) == version and importlib.util.find_spec(module):
+            return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    log(f"pip install {pin}")
+    subprocess.run([str(VENV_BIN / "python"), "-m", "pip", "install", "-q", pin], check=True)
+    importlib.invalidate_caches()
+
+
+def mitogen_strategy_dir() -> Path:
+    ensure_pip(MITOGEN_PIN, "ansible_mitogen")
+    out = subprocess.run([str(VENV_BIN / "python"), "-c",
+                          "import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))"],
+                         text=True, stdout=subprocess.PIPE, check=True).stdout.strip()
+    return Path(out) / "plugins" / "strategy"
+
+
+@dataclass
+class Run:
+    """One ansible-playbook run, read from the ansible.posix.json callback."""
+    seconds: float
+    tasks: list = field(default_factory=list)  # [(name, seconds)] in the order they ran
+    changed: int = 0
+    failures: int = 0
+
+    @property
+    def slowest(self) -> list:
+        return sorted(self.tasks, key=lambda t: t[1], reverse=True)
+
+
+def _iso(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def playbook(playbook_path: str, *args: str, tree: Path = ROOT, mitogen: bool = False,
+             env_extra: dict | None = None, label: str = "") -> Run:
+    """ansible-playbook on the bench container (never another host), with `tree`'s
+    inventories/demo, ansible.cfg and collection link; stops the bench if it fails."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tree / ".cache" / "collections"),
+               ANSIBLE_CONFIG=str(tree / "ansible.cfg"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    if mitogen:
+        env.update(ANSIBLE_STRATEGY_PLUGINS=str(mitogen_strategy_dir()), ANSIBLE_STRATEGY="mitogen_linear")
+    env.update(env_extra or {})
+    cmd = [str(VENV_BIN / "ansible-playbook"), *inventory(tree, connection="docker"), playbook_path, *args]
+    log(f"{label or playbook_path}: running")
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=tree, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    elapsed = time.monotonic() - started
+    try:
+        data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        sys.exit(f"{' '.join(cmd)} (in {tree}) gave no JSON (rc {proc.returncode}):\n"
+                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    run = Run(seconds=elapsed)
+    for play in data.get("plays", []):
+        for task in play.get("tasks", []):
+            info = task["task"]
+            if not task.get("hosts"):
+                continue
+            duration = info.get("duration", {})
+            seconds = 0.0
+            if duration.get("start") and duration.get("end"):
+                seconds = (_iso(duration["end"]) - _iso(duration["start"])).total_seconds()
+            run.tasks.append((info.get("name", "?"), seconds))
+    for stats in data.get("stats", {}).values():
+        run.changed += stats.get("changed", 0)
+        run.failures += stats.get("failures", 0) + stats.get("unreachable", 0)
+    if proc.returncode != 0 or run.failures:
+        failed = [f"{t['task']['name']}: {r.get('msg', '')}"
+                  for p in data.get("plays", []) for t in p.get("tasks", [])
+                  for r in t.get("hosts", {}).values() if r.get("failed") or r.get("unreachable")]
+        sys.exit(f"{' '.join(cmd)} (in {tree}) failed (rc {proc.returncode}):\n" + "\n".join(failed)[-4000:]
+                 + f"\n{proc.stderr[-2000:]}")
+    log(f"{label or playbook_path}: {elapsed:.1f} s, {len(run.tasks)} tasks, changed={run.changed}")
+    return run
+
+
+def inventory(tree: Path = ROOT, connection: str = "") -> list[str]:
+    """`-i` options: `tree`'s inventories/demo, then a second source that points its host at
+    the bench container (host variables of a later source win; inventory_dir, hence the
+    demo's secrets, stays the first one's). Never `-e`: extra variables would also apply
+    to the tasks delegated to localhost."""
+    import yaml  # PyYAML comes with ansible-core
+
+    hosts = list((yaml.safe_load((tree / "inventories" / "demo" / "hosts.yml").read_text())["all"]["hosts"]))
+    if len(hosts) != 1:
+        sys.exit(f"{tree}/inventories/demo has {len(hosts)} hosts; the bench expects one")
+    host = {"ansible_host": NAME}
+    if connection:
+        host["ansible_connection"] = connection
+    target = CACHE / f"bench-target-{tree.name}-{connection or 'inventory'}.yml"
+    target.write_text(json.dumps({"all": {"hosts": {hosts[0]: host}}}) + "\n")
+    return ["-i", "inventories/demo", "-i", str(target)]
+
+
+def site(**kwargs) -> Run:
+    return playbook("playbooks/site.yml", **kwargs)
+
+
+def deploy(source: Path, **kwargs) -> Run:
+    return playbook("playbooks/deploy.yml", "-e", f"deploy_source={source}", **kwargs)
+
+
+def ensure_host() -> None:
+    """The bench container, converged and with a release (built once, then reused)."""
+    demo("host")
+    if in_host(f"test -e {APP_DIR} && echo yes", check=False).strip() != "yes":
+        log(f"{NAME}: no release yet: site.yml and deploy.yml once (not measured)")
+        demo("site")
+        demo("deploy")
+
+
+def code_change(name: str, line: str) -> Path:
+    """A copy of the demo app with one template line changed (same requirements)."""
+    copy = CACHE / name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(ROOT / "examples" / "superbook", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    template = copy / "posts" / "templates" / "base.html"
+    template.write_text(template.read_text() + f"\n{{# {line} #}}\n")
+    return copy
+
+
+def tree_label(tree: Path = ROOT) -> str:
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], text=True,
+                          stdout=subprocess.PIPE).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                           text=True, stdout=subprocess.PIPE).stdout.strip()
+    return f"{head}{' + uncommitted changes' if dirty else ''}"
+
+
+# --- Sections --------------------------------------------------------------------------
+
+def bench_role(scenario: str) -> tuple[float, float]:
+    host = f"{scenario}-debian12"
+    molecule("destroy", "-s", scenario)
+    molecule("create", "-s", scenario)
+    molecule("prepare", "-s", scenario)
+    try:
+        cold, _ = molecule("converge", "-s", scenario, "--", "--limit", host)
+        warm, _ = molecule("converge", "-s", scenario, "--", "--limit", host)
+    finally:
+        molecule("destroy", "-s", scenario)
+    return cold, warm
+
+
+def section_roles(scenarios: list[str]) -> str:
     rows = []
-    timed(*demo, "down")
-    cold = [(step, timed(*demo, step)) for step in ("host", "site", "deploy", "check")]
+    for name in scenarios:
+        cold, warm = bench_role(name)
+        log(f"{name}: cold {cold:.1f} s, re-run {warm:.1f} s")
+        rows.append(f"| {name} | {cold:.1f} | {warm:.1f} |")
+    return (
+        "\n## Roles\n\n" + measured() +
+        "One Debian 12 test container per role (`molecule converge -- --limit <role>-debian12`), "
+        "Molecule's own start-up included.\n\n"
+        "| Scenario | Cold converge (s) | Idempotent re-run (s) |\n| --- | --- | --- |\n"
+        + "\n".join(rows) + "\n")
+
+
+def section_demo() -> str:
+    """`make demo` cold and warm, site.yml re-run, deploys (scripts/demo.sh's steps)."""
+    playbook_cmd = [str(VENV_BIN / "ansible-playbook"), *inventory()]  # as make demo: community.docker.docker
+    changed = code_change("bench-release", "a code change for the benchmark")
+    rows = []
+    demo("down")
+    cold = [(step, demo(step)) for step in ("host", "site", "deploy", "check")]
     rows.append(("make demo, from no container: total", sum(seconds for _, seconds in cold)))
     rows += [(f"- {label}", seconds) for label, seconds in zip(
         ("start the container", "site.yml, cold", "deploy.yml, first release (virtualenv, pip)", "check the URL"),
         (seconds for _, seconds in cold))]
-    rows.append(("make demo again (nothing to change)", timed(*demo, "up")))
-    rows.append(("site.yml re-run", timed(*demo, "site")))
+    rows.append(("make demo again (nothing to change)", demo("up")))
+    rows.append(("site.yml re-run", demo("site")))
     rows.append(("deploy.yml of a code change (same requirements)",
-                 timed(*playbook, "playbooks/deploy.yml", "-e", f"deploy_source={changed}")))
+                 timed(*playbook_cmd, "playbooks/deploy.yml", "-e", f"deploy_source={changed}")))
     rows.append(("deploy.yml of the same source again",
-                 timed(*playbook, "playbooks/deploy.yml", "-e", f"deploy_source={changed}")))
-    # Leave the demo on the repository's app.
-    timed(*playbook, "playbooks/deploy.yml", "-e", f"deploy_source={ROOT / 'examples' / 'superbook'}")
+                 timed(*playbook_cmd, "playbooks/deploy.yml", "-e", f"deploy_source={changed}")))
+    # Leave the host on the repository's app.
+    timed(*playbook_cmd, "playbooks/deploy.yml", "-e", f"deploy_source={ROOT / 'examples' / 'superbook'}")
     shutil.rmtree(changed, ignore_errors=True)
     for name, seconds in rows:
-        print(f"{name}: {seconds:.1f} s", flush=True)
-    return rows
+        log(f"{name}: {seconds:.1f} s")
+    return (
+        "\n## The whole stack (the demo container, Debian 12)\n\n" + measured() +
+        f"Wall time of each `scripts/demo.sh` step, in order, on the bench's container `{NAME}`; "
+        "the Debian packages come from the mirror each time the container is new.\n\n"
+        "| Step | Seconds |\n| --- | --- |\n"
+        + "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in rows) + "\n")
 
 
-def main(names: list[str]) -> None:
-    all_scenarios = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml") if p.parent.name != "stack")
-    scenarios = [n for n in names if n != "demo"] if names else all_scenarios
-    rows = []
-    for name in scenarios:
-        cold, warm = bench(name)
-        print(f"{name}: cold {cold:.1f} s, re-run {warm:.1f} s", flush=True)
-        rows.append(f"| {name} | {cold:.1f} | {warm:.1f} |")
-    demo_rows = bench_demo() if not names or "demo" in names else []
-    # A section that was not measured this time keeps its last figures.
-    kept = previous_sections()
-    text = (
-        "# Benchmarks\n\n"
-        "Written by `make bench` (scripts/bench.py); do not edit by hand.\n\n"
-        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
-        "each section says when it was measured.\n")
-    today = f"Measured {datetime.date.today()}. "
-    if not rows and "Roles" in kept:
-        text += kept["Roles"]
-    if rows:
-        text += (
-            "\n## Roles\n\n" + today +
-            "One Debian 12 test container per role (`molecule converge -- --limit <role>-debian12`), "
-            "Molecule's own start-up included.\n\n"
-            "| Scenario | Cold converge (s) | Idempotent re-run (s) |\n| --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
-    if demo_rows:
-        text += (
-            "\n## The whole stack (the demo container, Debian 12)\n\n" + today +
-            "Wall time of each command, in order; the Debian packages come from the mirror each time the "
-            "container is new.\n\n"
-            "| Step | Seconds |\n| --- | --- |\n"
-            + "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in demo_rows) + "\n")
-    if not demo_rows and "The whole stack" in kept:
-        text += kept["The whole stack"]
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(text)
+def section_stack() -> str:
+    runs = {
+        "default": site(label="site.yml re-run, default"),
+        "no pipelining": site(env_extra={"ANSIBLE_PIPELINING": "false"}, label="site.yml re-run, pipelining off"),
+        "Mitogen": site(mitogen=True, label="site.yml re-run, Mitogen"),
+    }
+    base = runs["default"]
+    how = {
+        "default": "linear strategy, pipelining on (ansible.cfg)",
+        "no pipelining": "`ANSIBLE_PIPELINING=false`",
+        "Mitogen": f"`{MITOGEN_PIN}`, `ANSIBLE_STRATEGY=mitogen_linear`",
+    }
+    rows = "\n".join(
+        f"| {name} | {how[name]} | {run.seconds:.1f} | {run.seconds / base.seconds:.2f} | {len(run.tasks)} | {run.changed} |"
+        for name, run in runs.items())
+    # The same playbook on the same host: the task lists line up, one task per row.
+    mitogen = runs["Mitogen"]
+    same_tasks = [t[0] for t in mitogen.tasks] == [t[0] for t in base.tasks]
+    order = sorted(range(len(base.tasks)), key=lambda i: base.tasks[i][1], reverse=True)[:10]
+    slow = "\n".join(
+        f"| {base.tasks[i][0].replace('|', '/')} | {base.tasks[i][1]:.1f} | "
+        f"{f'{mitogen.tasks[i][1]:.1f}' if same_tasks else '-'} |" for i in order)
+    slow_share = sum(base.tasks[i][1] for i in order)
+    data = {name: round(run.seconds, 1) for name, run in runs.items()}
+    return (
+        "\n## Stack re-run (site.yml on the converged demo host)\n" + data_comment(data) + "\n" + measured() +
+        f"`site.yml` again on the bench's converged container (every tier on one Debian 12 host). "
+        "Mitogen takes over only a connection named `docker` (not `community.docker.docker`): every run "
+        "sets `ansible_connection: docker` for the host. Ratio: time / default time (below 1 is faster).\n\n"
+        "| Run | How | Seconds | Ratio | Tasks | Changed |\n| --- | --- | --- | --- | --- | --- |\n"
+        + rows + "\n\n"
+        f"The 10 slowest tasks of the default run ({slow_share:.1f} s of {base.seconds:.1f} s; "
+        "task times from the `ansible.posix.json` callback):\n\n"
+        "| Task | Default (s) | Mitogen (s) |\n| --- | --- | --- |\n" + slow + "\n")
+
+
+def baseline_tree() -> tuple[Path, str]:
+    """BENCH_BASELINE checked out beside the checkout, with its own collection link."""
+    tree = CACHE / "bench-baseline"
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{BASELINE}^{{commit}}"],
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if commit.returncode != 0:
+        sys.exit(f"BENCH_BASELINE={BASELINE}: not a commit of this repository")
+    sha = commit.stdout.strip()
+    if not (tree / ".git").exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), sha],
+                       check=True, stdout=subprocess.DEVNULL)
+    else:
+        subprocess.run(["git", "-C", str(tree), "checkout", "-q", "--detach", sha], check=True)
+    link = tree / ".cache" / "collections" / "ansible_collections" / "prodready" / "django"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink() or os.readlink(link) != str(tree):
+        link.unlink(missing_ok=True)
+        link.symlink_to(tree)
+    # The same demo secrets as today's tree: a baseline must not rotate the host's passwords.
+    secrets = tree / ".cache" / "demo-secrets"
+    if not secrets.is_symlink():
+        shutil.rmtree(secrets, ignore_errors=True)
+        secrets.symlink_to(CACHE / "demo-secrets")
+    return tree, sha[:7]
+
+
+def section_oldnew() -> str:
+    tree, sha = baseline_tree()
+    # The baseline first: today's tree then leaves the host as it converges it.
+    old = site(tree=tree, label=f"site.yml re-run, baseline {sha}")
+    new = site(label="site.yml re-run, today's tree")
+    data = {"old": round(old.seconds, 1), "new": round(new.seconds, 1), "baseline": sha}
+    return (
+        "\n## Old vs new (site.yml re-run, default strategy, same host, same run)\n" + data_comment(data) + "\n"
+        + measured() +
+        f"The baseline `{sha}` (`BENCH_BASELINE`) is checked out with `git worktree` in `.cache/bench-baseline` "
+        "with its own collection link; it runs first, then today's tree, against the same converged container.\n\n"
+        "| Tree | Seconds | Tasks | Changed |\n| --- | --- | --- | --- |\n"
+        f"| baseline {sha} | {old.seconds:.1f} | {len(old.tasks)} | {old.changed} |\n"
+        f"| today ({tree_label()}) | {new.seconds:.1f} | {len(new.tasks)} | {new.changed} |\n\n"
+        f"New / old: **{new.seconds / old.seconds:.2f}** (below 1: today's re-run is faster).\n")
+
+
+def section_deploys() -> str:
+    rows, data = [], {}
+    for kind, mitogen in (("default", False), ("Mitogen", True)):
+        source = code_change(f"bench-release-{kind.lower()}", f"a code change for the benchmark ({kind})")
+        change = deploy(source, mitogen=mitogen, label=f"deploy.yml, code change, {kind}")
+        again = deploy(source, mitogen=mitogen, label=f"deploy.yml, same source again, {kind}")
+        rows.append((kind, change, again))
+        data[kind] = [round(change.seconds, 1), round(again.seconds, 1)]
+        shutil.rmtree(source, ignore_errors=True)
+    # Leave the host on the repository's app.
+    deploy(ROOT / "examples" / "superbook", label="deploy.yml back to examples/superbook")
+    base_change, base_again = rows[0][1].seconds, rows[0][2].seconds
+    table = "\n".join(
+        f"| {kind} | {change.seconds:.1f} ({change.seconds / base_change:.2f}) | {change.changed} "
+        f"| {again.seconds:.1f} ({again.seconds / base_again:.2f}) | {again.changed} |"
+        for kind, change, again in rows)
+    return (
+        "\n## Deploys (deploy.yml on the demo host, default and Mitogen)\n" + data_comment(data) + "\n"
+        + measured() +
+        "A code-only change is a copy of `examples/superbook` with one template line changed (same "
+        "requirements, so the virtualenv is reused); then the same source again, which must change nothing. "
+        "Seconds (ratio to the default).\n\n"
+        "| Strategy | Code change (s) | Changed | Same source again (s) | Changed |\n"
+        "| --- | --- | --- | --- | --- |\n" + table + "\n")
+
+
+# --- Serving ---------------------------------------------------------------------------
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(label: str, url: str, headers: dict | None = None) -> dict:
+    """wrk inside the container against its own loopback, bounded in time, after a
+    short warm-up (fresh workers, connections, compiled templates) that is not counted."""
+    args = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", "--timeout", "10s"]
+    for key, value in (headers or {}).items():
+        args += ["-H", f"{key}: {value}"]
+    in_host(shlex.join([*args, f"-d{WRK_WARMUP}s", url]) + " >/dev/null", timeout=WRK_WARMUP + 60)
+    out = in_host(shlex.join([*args, f"-d{WRK_SECONDS}s", "--latency", url]), timeout=WRK_SECONDS + 60)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    try:
+        result = {
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": to_ms(latency["50"]),
+            "p99": to_ms(latency["99"]),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0),
+        }
+    except (AttributeError, KeyError) as exc:
+        sys.exit(f"{label}: cannot read wrk's output ({exc!r}):\n{out}")
+    log(f"{label}: {result['rps']:.0f} req/s, p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+        f"{result['errors']} errors")
+    return result
+
+
+def expect(url: str, headers: dict, status: str = "200", header: str = "") -> None:
+    """The URL answers as the measurement assumes, before it is measured."""
+    hdrs = " ".join(f"-H {shlex.quote(f'{k}: {v}')}" for k, v in headers.items())
+    script = f"curl -ks -D - -o /dev/null --max-time 10 {hdrs} {shlex.quote(url)}"
+    for _ in range(30):
+        out = in_host(script, check=False)
+        first = out.split("\n", 1)[0]
+        if status in first.split()[1:2] and header.lower() in out.lower():
+            return
+        time.sleep(1)
+    sys.exit(f"{url} {headers}: expected {status} {header}, got:\n{out}")
+
+
+def start_gunicorn(unit: str, bind: str, env_file: str, *config: str) -> None:
+    """A Gunicorn started by hand as a transient unit (same user, release and env file as the
+    role's), on another loopback port; stop_gunicorn() removes it."""
+    venv_gunicorn = f"{APP_DIR}/.venv/bin/gunicorn"
+    in_host(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; "
+            f"systemd-run --quiet --unit {unit} --uid {APP} --gid {APP} -p EnvironmentFile={env_file} "
+            f"-p WorkingDirectory={APP_DIR} {venv_gunicorn} {' '.join(config)} --bind {bind} {wsgi_module()}")
+    expect(f"http://{bind}/healthz", {"Host": "127.0.0.1"})
+
+
+def stop_gunicorn(unit: str) -> None:
+    in_host(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; true", check=False)
+
+
+def wsgi_module() -> str:
+    return tuned_argv()[-1]
+
+
+def tuned_argv() -> list[str]:
+    """The role's Gunicorn command line, from its unit (`gunicorn --config <file> <module>`)."""
+    show = in_host(f"systemctl show -p ExecStart --value {GUNICORN_UNIT}")
+    return shlex.split(re.search(r"argv\[\]=(.*?) ;", show).group(1))
+
+
+def new_session(env_file: str) -> tuple[str, str]:
+    """A logged-in session of a bench user, in the session store that env_file selects."""
+    code = (
+        "from django.conf import settings; from django.contrib import auth; "
+        "from django.contrib.auth import get_user_model; from importlib import import_module; "
+        "user, _ = get_user_model().objects.get_or_create(username='bench-session'); "
+        "store = import_module(settings.SESSION_ENGINE).SessionStore(); "
+        "store[auth.SESSION_KEY] = str(user.pk); "
+        "store[auth.BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; "
+        "store[auth.HASH_SESSION_KEY] = user.get_session_auth_hash(); store.create(); "
+        "print(settings.SESSION_ENGINE, store.session_key)"
+    )
+    # The env file is read by root (the switched copy is root-only), the command runs as the app's user.
+    shell = f"exec runuser -u {APP} -- .venv/bin/python manage.py shell -c {shlex.quote(code)}"
+    out = in_host(f"cd {APP_DIR} && set -a && . {env_file} && set +a && {shell}")
+    engine, key = out.split()[-2:]
+    return engine, key
+
+
+def section_serving() -> str:
+    # wrk (and curl) inside the container: the load stays on its own loopback.
+    in_host("command -v wrk >/dev/null && command -v curl >/dev/null || "
+            "{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk curl >/dev/null; }",
+            timeout=600)
+    # The release of today's examples/superbook (it has the bench-only static view).
+    deploy(ROOT / "examples" / "superbook", label="deploy.yml of examples/superbook (not measured)")
+    argv = tuned_argv()
+    workers = in_host(f"grep -E '^workers *=' {argv[argv.index('--config') + 1]}").split("=")[1].strip()
+    # A copy of the env file with sessions in the database and Django's static view on
+    # (later lines win in an EnvironmentFile); root-only, removed afterwards.
+    switched_env = f"{BENCH_RUN_DIR}/{APP}.env"
+    in_host(f"install -d -m 0700 {BENCH_RUN_DIR} && install -m 0600 {ENV_FILE} {switched_env} && "
+            f"printf 'DJANGO_SESSION_CACHE=\"0\"\\nSUPERBOOK_BENCH_STATIC_VIEW=\"1\"\\n' >> {switched_env}")
+    manifest = json.loads(in_host(f"cat {STATIC_ROOT}/staticfiles.json"))
+    css = "/static/" + manifest["paths"]["posts/site.css"]
+    https = {"Host": "127.0.0.1"}
+    direct = {"Host": "127.0.0.1", "X-Forwarded-Proto": "https"}  # as Nginx forwards a visitor's HTTPS request
+    results = {}
+    try:
+        start_gunicorn("prodready-bench-gunicorn-default", GUNICORN_DEFAULT, ENV_FILE)
+        start_gunicorn("prodready-bench-gunicorn-switched", GUNICORN_SWITCHED, switched_env, *argv[1:-1])
+
+        # Varnish: the anonymous home page, cached, vs the same page with a session cookie (passed).
+        expect("https://127.0.0.1/", https)
+        expect("https://127.0.0.1/", https, header="X-Cache: HIT")
+        results["varnish_hit"] = wrk("Varnish HIT", "https://127.0.0.1/", https)
+        bypass = dict(https, Cookie="sessionid=bench-bypass")
+        expect("https://127.0.0.1/", bypass, header="X-Cache: MISS")
+        results["varnish_bypass"] = wrk("Varnish bypassed (session cookie)", "https://127.0.0.1/", bypass)
+
+        # A hashed static file: Nginx from disk vs Django's static view (the role's Gunicorn settings).
+        expect(f"https://127.0.0.1{css}", https)
+        results["static_nginx"] = wrk("static from Nginx", f"https://127.0.0.1{css}", https)
+        expect(f"http://{GUNICORN_SWITCHED}{css}", direct)
+        results["static_django"] = wrk("static from Django", f"http://{GUNICORN_SWITCHED}{css}", direct)
+
+        # A database-backed page straight from Gunicorn: the role's vs one default sync worker.
+        expect(f"http://{GUNICORN_TUNED}/", direct)
+        results["gunicorn_tuned"] = wrk("Gunicorn, the role's", f"http://{GUNICORN_TUNED}/", direct)
+        expect(f"http://{GUNICORN_DEFAULT}/", direct)
+        results["gunicorn_default"] = wrk("Gunicorn, default", f"http://{GUNICORN_DEFAULT}/", direct)
+
+        # A logged-in page that writes its session on every request: Redis vs the database.
+        engine_redis, key_redis = new_session(ENV_FILE)
+        engine_db, key_db = new_session(switched_env)
+        me_redis = dict(direct, Cookie=f"sessionid={key_redis}")
+        me_db = dict(direct, Cookie=f"sessionid={key_db}")
+        expect(f"http://{GUNICORN_TUNED}/me/", me_redis)
+        results["session_redis"] = wrk("session in Redis", f"http://{GUNICORN_TUNED}/me/", me_redis)
+        expect(f"http://{GUNICORN_SWITCHED}/me/", me_db)
+        results["session_db"] = wrk("session in the database", f"http://{GUNICORN_SWITCHED}/me/", me_db)
+    finally:
+        stop_gunicorn("prodready-bench-gunicorn-default")
+        stop_gunicorn("prodready-bench-gunicorn-switched")
+        in_host(f"rm -rf {BENCH_RUN_DIR}", check=False)
+
+    pairs = [
+        ("Varnish HIT vs bypass", "varnish_hit", "varnish_bypass", 10, 50,
+         f"`/` through Nginx (TLS) and Varnish: a cached anonymous page vs the same page with a "
+         f"`sessionid` cookie, which Varnish passes to Gunicorn"),
+        ("Nginx static vs Django", "static_nginx", "static_django", 5, None,
+         f"`{css}`: Nginx from disk (TLS) vs Django's static view (`SUPERBOOK_BENCH_STATIC_VIEW=1`, bench only) "
+         f"in a Gunicorn with the role's config ({workers} sync workers), plain HTTP"),
+        ("Tuned Gunicorn vs default", "gunicorn_tuned", "gunicorn_default", 2, None,
+         f"`/` (20 posts from PostgreSQL) straight from Gunicorn: the role's ({workers} sync workers) vs "
+         f"`gunicorn --bind {GUNICORN_DEFAULT} {wsgi_module()}` (one sync worker, nothing else)"),
+        ("Sessions in Redis vs database", "session_redis", "session_db", None, None,
+         f"`/me/` logged in (it writes the session on every request), the role's Gunicorn settings: "
+         f"`{engine_redis.rsplit('.', 1)[-1]}` (DJANGO_SESSION_CACHE=1, Redis) vs "
+         f"`{engine_db.rsplit('.', 1)[-1]}` (DJANGO_SESSION_CACHE=0: written to PostgreSQL, read through Redis)"),
+    ]
+    names = {
+        "varnish_hit": "Varnish HIT", "varnish_bypass": "Varnish bypassed", "static_nginx": "Nginx",
+        "static_django": "Django", "gunicorn_tuned": "role's Gunicorn", "gunicorn_default": "default Gunicorn",
+        "session_redis": "Redis", "session_db": "database",
+    }
+    rows, ratios, notes = [], [], []
+    for title, fast, slow, target, aim, what in pairs:
+        for key in (fast, slow):
+            r = results[key]
+            rows.append(f"| {title} | {names[key]} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                        f"{r['requests']} | {r['errors']} |")
+        ratio = results[fast]["rps"] / results[slow]["rps"]
+        goal = f"≥ {target}×" + (f" (aim {aim}×)" if aim else "") if target else "no target"
+        verdict = ("met" if ratio >= target else "**not met**") if target else "-"
+        ratios.append(f"| {title} | {ratio:.1f}× | {goal} | {verdict} |")
+        notes.append(f"- {title}: {what}.")
+    data = {key: {k: round(v, 2) for k, v in r.items()} for key, r in results.items()}
+    return (
+        "\n## Serving (wrk inside the demo container, its own loopback)\n" + data_comment(data) + "\n"
+        + measured() +
+        f"`wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s --latency` (after {WRK_WARMUP} s of warm-up "
+        "that is not counted) run inside the bench's "
+        "container against 127.0.0.1 (wrk, Nginx, Varnish, Gunicorn and PostgreSQL share its cores). "
+        "The two extra Gunicorns are started by the bench as transient systemd units with the app's user, "
+        "release and env file, and stopped afterwards.\n\n"
+        + "\n".join(notes) + "\n\n"
+        "| Comparison | Served by | Requests/s | p50 (ms) | p99 (ms) | Requests | Errors |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+        "| Comparison | Ratio (requests/s) | Issue #9 target | |\n| --- | --- | --- | --- |\n"
+        + "\n".join(ratios) + "\n")
+
+
+# --- docs/benchmarks.md and the chart ---------------------------------------------------
+
+def measured() -> str:
+    return f"Measured {datetime.date.today()}, tree {tree_label()}. "
+
+
+def data_comment(data: dict) -> str:
+    """The figures of a section, for the chart when the section is kept from an earlier run."""
+    return f"<!-- bench-data {json.dumps(data, sort_keys=True)} -->\n"
+
+
+def section_data(text: str) -> dict:
+    match = re.search(r"<!-- bench-data (.*?) -->", text)
+    return json.loads(match.group(1)) if match else {}
 
 
 def previous_sections() -> dict[str, str]:
@@ -143,6 +650,187 @@ def previous_sections() -> dict[str, str]:
         title = chunk.split("\n", 1)[0]
         sections[title.split(" (")[0]] = "\n## " + chunk.rstrip("\n") + "\n"
     return sections
+
+
+def versions() -> str:
+    """The controller, and the target's stack when the bench container runs."""
+    def first_line(*cmd: str) -> str:
+        try:
+            proc = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            return proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+
+    def pkg(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    core = first_line(str(VENV_BIN / "python"), "-c", "import ansible.release as r; print(r.__version__)")
+    text = (f"Machine: {os.cpu_count()} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, Linux {platform.release()}, "
+            f"Docker {first_line('docker', 'version', '--format', '{{.Server.Version}}')}. "
+            f"Controller: Python {platform.python_version()}, ansible-core {core}, "
+            f"Mitogen {pkg('mitogen')}. ")
+    running = subprocess.run(["docker", "container", "inspect", "-f", "{{.State.Running}}", NAME], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.strip()
+    if running == "true":
+        out = in_host(
+            "echo \"Debian $(cat /etc/debian_version)\"; nginx -v 2>&1 | sed 's|.*/|Nginx |'; "
+            "varnishd -V 2>&1 | head -1 | sed -E 's/.*varnish-([0-9.]+).*/Varnish \\1/'; "
+            "echo \"PostgreSQL $(psql --version | awk '{print $3}')\"; "
+            "redis-server --version | sed -E 's/.* v=([0-9.]+).*/Redis \\1/'; "
+            f"echo \"Gunicorn $({APP_DIR}/.venv/bin/gunicorn --version | grep -oE '[0-9][0-9.]+')\"; "
+            f"echo \"Django $({APP_DIR}/.venv/bin/python -m django --version)\"; "
+            "command -v wrk >/dev/null && wrk -v 2>&1 | head -1 | awk '{print \"wrk\", $2}'; true",
+            check=False)
+        text += f"Target `{NAME}`: " + ", ".join(line.strip() for line in out.splitlines() if line.strip()) + "."
+    return text
+
+
+def draw_chart(sections: dict[str, str]) -> bool:
+    """docs/benchmarks.png from the figures of every section (new or kept)."""
+    stack = section_data(sections.get("Stack re-run", ""))
+    oldnew = section_data(sections.get("Old vs new", ""))
+    deploys = section_data(sections.get("Deploys", ""))
+    serving = section_data(sections.get("Serving", ""))
+    if not (stack or oldnew or deploys or serving):
+        return False
+    ensure_pip(MATPLOTLIB_PIN, "matplotlib")
+    code = CHART_CODE
+    proc = subprocess.run([str(VENV_BIN / "python"), "-c", code, str(CHART)], text=True,
+                          input=json.dumps({"stack": stack, "oldnew": oldnew, "deploys": deploys, "serving": serving}),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        sys.exit(f"the chart failed:\n{proc.stdout[-3000:]}")
+    return True
+
+
+# Run with .venv's python (matplotlib), the figures on stdin.
+CHART_CODE = r'''
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+data = json.load(sys.stdin)
+bars = []  # (group, label, seconds)
+for name, seconds in data["stack"].items():
+    bars.append(("site.yml re-run", name, seconds))
+if data["oldnew"]:
+    bars.append(("old vs new", f"baseline {data['oldnew']['baseline']}", data["oldnew"]["old"]))
+    bars.append(("old vs new", "today", data["oldnew"]["new"]))
+for name, (change, again) in data["deploys"].items():
+    bars.append(("deploy.yml", f"code change, {name}", change))
+    bars.append(("deploy.yml", f"same again, {name}", again))
+pairs = [("Varnish\nHIT / bypass", "varnish_hit", "varnish_bypass"),
+         ("static\nNginx / Django", "static_nginx", "static_django"),
+         ("Gunicorn\nrole's / default", "gunicorn_tuned", "gunicorn_default"),
+         ("/me/ session\nRedis / database", "session_redis", "session_db")]
+pairs = [p for p in pairs if p[1] in data["serving"] and p[2] in data["serving"]]
+
+panels = int(bool(bars)) + int(bool(pairs))
+fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5), squeeze=False)
+axes = list(axes[0])
+colours = {"site.yml re-run": "#4c72b0", "old vs new": "#8172b2", "deploy.yml": "#55a868"}
+if bars:
+    ax = axes.pop(0)
+    labels = [f"{group}: {label}" for group, label, _ in bars]
+    values = [seconds for _, _, seconds in bars]
+    ax.barh(range(len(bars)), values, color=[colours[g] for g, _, _ in bars])
+    ax.set_yticks(range(len(bars)), labels, fontsize=8)
+    ax.invert_yaxis()
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:.0f} s", va="center", fontsize=8)
+    ax.set_xlabel("seconds (lower is better)")
+    ax.set_title("Ansible on the demo host")
+    ax.set_xlim(0, max(values) * 1.2)
+if pairs:
+    ax = axes.pop(0)
+    width = 0.38
+    for i, (title, fast, slow) in enumerate(pairs):
+        a, b = data["serving"][fast]["rps"], data["serving"][slow]["rps"]
+        ax.bar(i - width / 2, a, width, color="#4c72b0")
+        ax.bar(i + width / 2, b, width, color="#c44e52")
+        ax.text(i - width / 2, a, f"{a:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.text(i + width / 2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.text(i, max(a, b) * 1.6, f"{a / b:.1f}x", ha="center", fontsize=9, fontweight="bold")
+    ax.set_xticks(range(len(pairs)), [p[0] for p in pairs], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("requests/s (log scale; higher is better)")
+    ax.set_title("Serving (wrk on the demo host's loopback)")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="#4c72b0"), plt.Rectangle((0, 0), 1, 1, color="#c44e52")],
+              labels=["the stack's way", "the slow way"], fontsize=8, loc="upper right")
+    top = max(max(data["serving"][f]["rps"], data["serving"][s]["rps"]) for _, f, s in pairs)
+    ax.set_ylim(10, top * 12)
+fig.suptitle("make bench (docs/benchmarks.md has the figures and how they were taken)", fontsize=9)
+fig.tight_layout()
+fig.savefig(sys.argv[1], dpi=110)
+'''
+
+
+def parse_args(names: list[str]) -> tuple[list[str], list[str]]:
+    """-> (sections to run, role scenarios)."""
+    all_roles = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml") if p.parent.name != "stack")
+    if not names or names == ["all"]:
+        return list(SECTIONS), all_roles
+    sections, roles = [], []
+    for name in names:
+        if name in SECTIONS:
+            sections.append(name)
+        elif name in all_roles:
+            roles.append(name)
+        else:
+            sys.exit(f"unknown section or scenario {name!r}: sections {', '.join(SECTIONS)}; "
+                     f"role scenarios {', '.join(all_roles)}")
+    if "roles" in sections:
+        roles = all_roles
+    elif roles:
+        sections.append("roles")
+    return [s for s in SECTIONS if s in sections], roles
+
+
+def main(names: list[str]) -> None:
+    sections, roles = parse_args(names)
+    log(f"sections: {', '.join(sections)}")
+    new = {}
+    for section in sections:
+        if section == "roles":
+            new["roles"] = section_roles(roles)
+            continue
+        if section != "demo":
+            ensure_host()
+        new[section] = {"demo": section_demo, "stack": section_stack, "oldnew": section_oldnew,
+                        "deploys": section_deploys, "serving": section_serving}[section]()
+    # A section that was not measured this time keeps its last figures.
+    kept = previous_sections()
+    body = {}
+    for section in SECTIONS:
+        title = TITLES[section]
+        if section in new:
+            body[title] = new[section]
+        elif title in kept:
+            body[title] = kept[title]
+    chart = draw_chart(body)
+    text = (
+        "# Benchmarks\n\n"
+        "Written by `make bench` (scripts/bench.py; `make bench SCENARIOS=\"stack serving\"` for some "
+        "sections); do not edit by hand. Each section says when it was measured and on which tree; "
+        "a section not measured in the last run keeps its earlier figures.\n\n"
+        f"Last run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} ({', '.join(sections)}). "
+        + versions() + "\n"
+        + ("\n![Ansible wall times and serving throughput](benchmarks.png)\n" if chart else "")
+        + "".join(body.values()))
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text)
+    log(f"wrote {OUT.relative_to(ROOT)}" + (f" and {CHART.relative_to(ROOT)}" if chart else ""))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 #   scripts/demo.sh up|down          (up = host, site, deploy, check)
 #   scripts/demo.sh host|site|deploy|check   one step (scripts/bench.py times them)
 # DEMO_NAME, DEMO_HTTP_PORT, DEMO_HTTPS_PORT: another container beside the demo
-# (scripts/bench.py uses prodready-bench on 9080/9443); the playbooks then target it
-# through ansible_host, with the same inventory (inventories/demo).
+# (scripts/bench.py uses prodready-bench on 9080/9443); the playbooks then reach it
+# through a second inventory source that sets the demo host's ansible_host.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=${DEMO_NAME:-prodready-demo}
@@ -33,13 +33,22 @@ host() {
   docker exec "$NAME" mount -o remount,rw /proc/sys
 }
 
+# inventories/demo (its group_vars, secrets, host name) plus the container's name as
+# ansible_host: host variables of a later inventory source win, inventory_dir stays.
+target() {
+  local file="$ROOT/.cache/demo-target-$NAME.yml"
+  mkdir -p "$ROOT/.cache"
+  printf 'all:\n  hosts:\n    prodready-demo:\n      ansible_host: %s\n' "$NAME" > "$file"
+  echo "$file"
+}
+
 site() {
-  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/site.yml -e ansible_host="$NAME"
+  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo -i "$(target)" playbooks/site.yml
 }
 
 deploy() {
-  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo playbooks/deploy.yml \
-    -e ansible_host="$NAME" -e deploy_source="$ROOT/examples/superbook"
+  cd "$ROOT" && "$ROOT/.venv/bin/ansible-playbook" -i inventories/demo -i "$(target)" playbooks/deploy.yml \
+    -e deploy_source="$ROOT/examples/superbook"
 }
 
 up() {
