@@ -11,7 +11,8 @@ help:
 	@echo "make demo        build the stack on a local test container (sets everything up)"
 	@echo "make test        set up the test bed and run every check (lint, sanity, Molecule)"
 	@echo "make lint        yamllint, ansible-lint, argument specs, collection checks only"
-	@echo "make bench       converge times per role, then the demo stack (site, deploys) -> docs/benchmarks.md"
+	@echo "make bench       converge times, the demo stack's re-runs, deploys and serving -> docs/benchmarks.md"
+	@echo "                 (SCENARIOS=\"stack serving\": some sections; roles demo stack oldnew deploys serving)"
 	@echo "make demo-clean  remove the demo container"
 	@echo "make clean       remove the virtualenv and caches (images and engine stay)"
 
@@ -25,6 +26,8 @@ lint:
 	scripts/testbed.sh venv
 	$(VENV)/bin/pytest tests/test_static.py tests/test_collection.py $(PYTEST_ARGS)
 
+# SCENARIOS: sections or role scenarios (none: all); BENCH_BASELINE: the commit "old vs new"
+# compares with; BENCH_NAME/BENCH_HTTP_PORT/BENCH_HTTPS_PORT: the bench's own container.
 bench: setup
 	$(VENV)/bin/python scripts/bench.py $(SCENARIOS)
 
