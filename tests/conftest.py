@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -15,13 +17,43 @@ BIN = Path(sys.executable).parent
 # Every role of the collection (a folder under roles/ with tasks/main.yml).
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 LOGS = ROOT / ".cache" / "logs"
-# Every run() appends "seconds<TAB>log" here; xdist workers share the file.
+# Every run() appends "seconds<TAB>log" to this run's own file (xdist workers share it,
+# other pytest runs in the same checkout have theirs); the run ends by copying it to
+# timings.tsv, so a run started beside this one cannot wipe its figures half-way.
 TIMINGS = LOGS / "timings.tsv"
+# A wrapper found first on PATH by the tools run(): it records what Molecule hands to
+# ansible-playbook (arguments, environment, folder) when PRODREADY_RECORD_PLAYBOOK names
+# a file, then runs the real ansible-playbook. Bad input replays the recorded converge.
+# One folder per interpreter: runs from other virtualenvs keep their own wrapper.
+SHIM = ROOT / ".cache" / "shim" / hashlib.sha256(str(BIN).encode()).hexdigest()[:12]
+SHIM_SOURCE = f"""#!{sys.executable}
+import json, os, sys
+record = os.environ.pop("PRODREADY_RECORD_PLAYBOOK", "")
+if record and sys.argv[1:] and sys.argv[1] != "--version":
+    with open(record, "w") as handle:
+        json.dump({{"args": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}}, handle)
+real = {str(BIN / "ansible-playbook")!r}
+os.execv(real, [real, *sys.argv[1:]])
+"""
+
+
+def timings_file() -> Path:
+    return Path(os.environ.get("PRODREADY_TIMINGS", TIMINGS))
+
+
+def install_shim() -> None:
+    path = SHIM / "ansible-playbook"
+    if not path.exists() or path.read_text() != SHIM_SOURCE:
+        SHIM.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".ansible-playbook.{os.getpid()}")
+        temporary.write_text(SHIM_SOURCE)
+        temporary.chmod(0o755)
+        temporary.replace(path)
 
 
 def tool_env() -> dict:
     env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{SHIM}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / ".cache" / "collections")
     env.setdefault("ANSIBLE_FORCE_COLOR", "0")
     env["PY_COLORS"] = "0"
@@ -42,7 +74,7 @@ def run(args: list[str], log: str, cwd: Path = ROOT, env: dict | None = None, ti
     )
     elapsed = time.monotonic() - started
     path.write_text(proc.stdout)
-    with TIMINGS.open("a") as handle:
+    with timings_file().open("a") as handle:
         handle.write(f"{elapsed:.1f}\t{log}\n")
     return proc
 
@@ -52,13 +84,18 @@ def tail(text: str, lines: int = 60) -> str:
 
 
 def pytest_configure(config):
-    if not hasattr(config, "workerinput"):  # the controller, not an xdist worker
-        TIMINGS.unlink(missing_ok=True)
+    install_shim()
+    if not hasattr(config, "workerinput"):  # the controller; xdist workers inherit the variable
+        LOGS.mkdir(parents=True, exist_ok=True)
+        os.environ["PRODREADY_TIMINGS"] = str(LOGS / f"timings.{os.getpid()}.tsv")
+        os.environ["PRODREADY_LAST_DURATIONS"] = json.dumps(read_durations())
+        timings_file().unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not TIMINGS.exists():
+    if hasattr(terminalreporter.config, "workerinput") or not timings_file().exists():
         return
+    timings_file().replace(TIMINGS)
     terminalreporter.section("step timings (seconds)")
     for line in TIMINGS.read_text().splitlines():
         seconds, name = line.split("\t", 1)
@@ -71,3 +108,81 @@ def collection_link():
     link = ROOT / ".cache" / "collections" / "ansible_collections" / "prodready" / "django"
     if not link.exists():
         subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), "link"], check=True)
+
+
+# Scheduling (make test: pytest -n 2 --dist loadgroup). A work unit is one scenario (its
+# xdist_group) or one test. The units start longest first, as long as the last run of
+# each took ("durations.json", written at the end of every run): a long unit started
+# last adds its whole length to the run. The stack scenario always starts first; a unit
+# not measured yet starts before the measured ones.
+DURATIONS = LOGS / "durations.json"
+
+
+def unit_of(nodeid: str) -> str:
+    nodeid = nodeid.split("@", 1)[0]
+    if nodeid.startswith("tests/test_molecule.py::") and nodeid.endswith("]"):
+        return "molecule:" + nodeid[nodeid.rindex("[") + 1:-1]
+    return nodeid
+
+
+def read_durations() -> dict[str, float]:
+    try:
+        return json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def pytest_collection_modifyitems(config, items):
+    # The controller read the file once (pytest_configure); every worker sorts by that copy,
+    # as xdist needs the same order from each, even if another run rewrites the file.
+    last = json.loads(os.environ.get("PRODREADY_LAST_DURATIONS", "{}"))
+    # The sort is stable: a scenario's tests keep their order (converge first).
+    items.sort(key=lambda item: (unit_of(item.nodeid) != "molecule:stack",
+                                 -last.get(unit_of(item.nodeid), float("inf"))))
+
+
+_spent: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _spent[unit_of(report.nodeid)] = _spent.get(unit_of(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput") or not _spent:
+        return
+    durations = read_durations()
+    durations.update({unit: round(seconds, 1) for unit, seconds in _spent.items()})
+    LOGS.mkdir(parents=True, exist_ok=True)
+    temporary = DURATIONS.with_name(f".durations.{os.getpid()}")
+    temporary.write_text(json.dumps(durations, indent=1, sort_keys=True) + "\n")
+    temporary.replace(DURATIONS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """loadgroup, in the order above, and a unit goes to a worker only when the worker is
+    about to run out of tests: xdist's own loadgroup sorts units by their number of tests
+    and hands a worker its next unit while two of its tests are still to run, so a unit
+    could wait behind the stack scenario's long verify while the other worker sits idle."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling  # noqa: PLC0415  (only with xdist)
+
+    class LongestFirst(LoadGroupScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            config.option.loadscopereorder = False  # keep the order of the collection
+
+        def _reschedule(self, node):
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            # A worker runs a test once it holds the next one: give it a unit when it
+            # holds one test or none.
+            while self.workqueue and self._pending_of(self.assigned_work[node]) < 2:
+                self._assign_work_unit(node)
+
+    return LongestFirst(config, log)
