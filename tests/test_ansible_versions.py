@@ -1,0 +1,195 @@
+"""The demo stack on the newer ansible-core versions, every run.
+
+The suite's own tools run ansible-core 2.19 (the newest for this host's Python 3.11).
+For each pinned controller of tests/controllers/ansible-<core>.txt, the controller
+image (scripts/testbed.sh controllers: Debian 13's Python 3.13) converges a fresh
+Debian 13 test host with molecule/stack/converge.yml (site.yml, then deploy.yml of
+examples/superbook), converges it again (changed=0), and the site answers through
+Nginx -> Varnish -> Gunicorn. One host per core, removed at the end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import LOGS, ROOT, run, tail
+
+CONTROLLERS = ROOT / "tests" / "controllers"
+CONTROLLER_IMAGE = os.environ.get("CONTROLLER_IMAGE", "prodready/controller:13")
+HOST_IMAGE = "prodready/debian:13"
+CORES = sorted(p.stem.removeprefix("ansible-") for p in CONTROLLERS.glob("ansible-*.txt"))
+RECAP = re.compile(r"^\s*│?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+# The container options of the Molecule platforms (.config/molecule/config.yml) and
+# scripts/demo.sh: what systemd needs to run as PID 1 on the test bed.
+HOST_OPTIONS = [
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "SYS_PTRACE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+]
+# The controller's local CA certificates, which inventories/demo hands to the host
+# (common_extra_ca_certificates) so that pip there trusts the test bed's TLS proxy.
+LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
+CURRENT = "/srv/superbook/current"
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode:
+        raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+class Core:
+    """One ansible-core version: its controller venv and its own test host."""
+
+    def __init__(self, version: str):
+        self.version = version
+        self.slug = "core" + version.replace(".", "-")  # core2-21
+        self.host = f"{self.slug}-debian13"
+        self.controller = f"{self.slug}-controller"
+        self.venv = f"/opt/ansible-{version}"
+        self.dir = ROOT / ".cache" / "ansible-versions" / self.slug
+        self.inventory = self.dir / "inventory"
+        self.converge = None
+
+    def log(self, step: str) -> str:
+        return f"ansible-versions/{self.slug}/{step}.log"
+
+    def start_host(self):
+        docker("rm", "-f", self.host, check=False)
+        docker("run", "-d", "--name", self.host, "--hostname", self.host, *HOST_OPTIONS,
+               HOST_IMAGE, "/lib/systemd/systemd")
+        state = ""
+        for _ in range(60):
+            state = docker("exec", self.host, "systemctl", "is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(1)
+        raise AssertionError(f"systemd in {self.host} is not up after 60 s (state: {state!r})")
+
+    def write_inventory(self):
+        """The host in every group, with the demo's variables (as molecule/stack links them)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.inventory.mkdir(parents=True)
+        groups = {group: {"hosts": {self.host: {}}} for group in ("db", "cache", "memcached", "app", "web")}
+        hosts = {"all": {"hosts": {self.host: {"ansible_connection": "community.docker.docker"}}, "children": groups}}
+        (self.inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
+        (self.inventory / "group_vars").symlink_to(ROOT / "inventories" / "demo" / "group_vars")
+
+    def playbook(self, playbook: str, step: str) -> subprocess.CompletedProcess:
+        """ansible-playbook of this core, in the controller container, on the host's docker
+        engine; the checkout at the same path inside, no network of its own."""
+        mounts = ["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{ROOT}:{ROOT}"]
+        if LOCAL_CA_DIR.is_dir():
+            mounts += ["-v", f"{LOCAL_CA_DIR}:{LOCAL_CA_DIR}:ro"]
+        env = {
+            "ANSIBLE_COLLECTIONS_PATH": f"{ROOT}/.cache/collections",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "MOLECULE_PROJECT_DIRECTORY": str(ROOT),  # converge.yml's deploy_source
+        }
+        docker("rm", "-f", self.controller, check=False)  # left by an interrupted run
+        return run(
+            ["docker", "run", "--rm", "--name", self.controller, "--network", "none",
+             *mounts, "-w", str(ROOT), *(a for k, v in env.items() for a in ("-e", f"{k}={v}")),
+             CONTROLLER_IMAGE, f"{self.venv}/bin/ansible-playbook", "-i", str(self.inventory), playbook,
+             # The demo's secrets, generated once for this host (inventories/demo: demo_secrets_dir).
+             "-e", f"demo_secrets_dir={self.dir}/secrets"],
+            log=self.log(step),
+        )
+
+    def recap(self, proc: subprocess.CompletedProcess) -> dict[str, int] | None:
+        for host, ok, changed, unreachable, failed in RECAP.findall(proc.stdout):
+            if host == self.host:
+                return {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+        return None
+
+    @staticmethod
+    def changed_tasks(proc: subprocess.CompletedProcess) -> list[str]:
+        """The names of the tasks that reported changed (default callback output)."""
+        task, names = "", []
+        for line in proc.stdout.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                task = line[line.index("[") + 1:line.rindex("]")]
+            elif line.startswith("changed:") and task not in names:
+                names.append(task)
+        return names
+
+    def failure(self, what: str, proc: subprocess.CompletedProcess, step: str, lines: int = 80) -> str:
+        return (f"ansible-core {self.version}: {what} (exit {proc.returncode}; full log "
+                f".cache/logs/{self.log(step)}):\n{tail(proc.stdout, lines)}")
+
+    def curl(self, path: str) -> tuple[str, str]:
+        """GET https://127.0.0.1{path} inside the host (Host: localhost): (status, body)."""
+        proc = docker("exec", self.host, "curl", "-ks", "--max-time", "30", "-H", "Host: localhost",
+                      "-w", r"\n%{http_code}", f"https://127.0.0.1{path}", check=False)
+        body, _, status = proc.stdout.rpartition("\n")
+        return status, body
+
+
+@pytest.fixture(scope="session")
+def controller_image():
+    """The controller image, built or checked against its pins (cached: a second call
+    takes a moment). Under a lock: two xdist workers must not build it twice."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / "controllers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = run(["bash", ROOT / "scripts" / "testbed.sh", "controllers"], log="ansible-versions/controllers.log")
+    assert proc.returncode == 0, f"scripts/testbed.sh controllers failed:\n{tail(proc.stdout)}"
+    return CONTROLLER_IMAGE
+
+
+# With `pytest -n 2 --dist loadgroup` (make test), each core's steps stay on one worker.
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.xdist_group(f"core{v}")) for v in CORES])
+def core(request, controller_image):
+    c = Core(request.param)
+    try:
+        c.start_host()
+        c.write_inventory()
+        proc = c.playbook(f"{ROOT}/molecule/stack/prepare.yml", "prepare")
+        assert proc.returncode == 0, c.failure("prepare.yml failed", proc, "prepare")
+        c.converge = c.playbook(f"{ROOT}/molecule/stack/converge.yml", "converge")
+        yield c
+    finally:
+        docker("rm", "-f", c.controller, c.host, check=False)
+
+
+def needs_converge(c: Core):
+    if c.converge is None or c.converge.returncode != 0:
+        pytest.skip("converge failed")
+
+
+def test_converge(core):
+    proc = core.converge
+    assert proc.returncode == 0, core.failure("converge failed", proc, "converge")
+    recap = core.recap(proc)
+    assert recap and recap["failed"] == 0 and recap["changed"] > 0, core.failure(f"recap {recap}", proc, "converge")
+
+
+def test_second_converge_changes_nothing(core):
+    needs_converge(core)
+    proc = core.playbook(f"{ROOT}/molecule/stack/converge.yml", "idempotence")
+    assert proc.returncode == 0, core.failure("second converge failed", proc, "idempotence")
+    recap = core.recap(proc)
+    assert recap is not None, core.failure(f"no recap line for {core.host}", proc, "idempotence")
+    if recap["changed"]:
+        pytest.fail(core.failure(f"second converge changed {recap['changed']} task(s): {core.changed_tasks(proc)}",
+                                 proc, "idempotence", 120))
+
+
+def test_site_answers_through_the_stack(core):
+    needs_converge(core)
+    status, body = core.curl("/")
+    assert status == "200", f"ansible-core {core.version}: GET / answered {status!r}:\n{body[-2000:]}"
+    status, body = core.curl("/version")
+    assert status == "200", f"ansible-core {core.version}: GET /version answered {status!r}:\n{body[-2000:]}"
+    deployed = docker("exec", core.host, "readlink", CURRENT).stdout.strip().rsplit("/", 1)[-1]
+    assert json.loads(body)["release"] == deployed, f"/version says {body!r}, {CURRENT} is release {deployed}"
