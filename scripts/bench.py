@@ -282,18 +282,25 @@ def bench_role(scenario: str) -> tuple[float, float]:
     return cold, warm
 
 
-def section_roles(scenarios: list[str]) -> str:
-    rows = []
+def section_roles(scenarios: list[str], previous: str) -> str:
+    """Measured scenarios replace their rows; the others keep theirs, with their date."""
+    rows = section_data(previous)
+    if not rows and previous:  # a table written before the figures were kept as data
+        date = re.search(r"Measured (\d{4}-\d\d-\d\d)", previous)
+        for name, cold, warm in re.findall(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \|", previous, re.M):
+            rows[name] = [float(cold), float(warm), date.group(1) if date else "?"]
     for name in scenarios:
         cold, warm = bench_role(name)
         log(f"{name}: cold {cold:.1f} s, re-run {warm:.1f} s")
-        rows.append(f"| {name} | {cold:.1f} | {warm:.1f} |")
+        rows[name] = [round(cold, 1), round(warm, 1), str(datetime.date.today())]
+    rows = dict(sorted(rows.items()))
     return (
-        "\n## Roles\n\n" + measured() +
+        "\n## Roles\n" + data_comment(rows) + "\n" +
         "One Debian 12 test container per role (`molecule converge -- --limit <role>-debian12`), "
-        "Molecule's own start-up included.\n\n"
-        "| Scenario | Cold converge (s) | Idempotent re-run (s) |\n| --- | --- | --- |\n"
-        + "\n".join(rows) + "\n")
+        "Molecule's own start-up included; `make bench SCENARIOS=\"nginx redis\"` measures some again.\n\n"
+        "| Scenario | Cold converge (s) | Idempotent re-run (s) | Measured |\n| --- | --- | --- | --- |\n"
+        + "\n".join(f"| {name} | {cold:.1f} | {warm:.1f} | {date} |" for name, (cold, warm, date) in rows.items())
+        + "\n")
 
 
 def section_demo() -> str:
@@ -402,7 +409,7 @@ def section_oldnew() -> str:
         "with its own collection link; it runs first, then today's tree, against the same converged container.\n\n"
         "| Tree | Seconds | Tasks | Changed |\n| --- | --- | --- | --- |\n"
         f"| baseline {sha} | {old.seconds:.1f} | {len(old.tasks)} | {old.changed} |\n"
-        f"| today ({tree_label()}) | {new.seconds:.1f} | {len(new.tasks)} | {new.changed} |\n\n"
+        f"| today ({SECTION_TREE['label']}) | {new.seconds:.1f} | {len(new.tasks)} | {new.changed} |\n\n"
         f"New / old: **{new.seconds / old.seconds:.2f}** (below 1: today's re-run is faster).\n")
 
 
@@ -627,13 +634,16 @@ def section_serving() -> str:
 
 # --- docs/benchmarks.md and the chart ---------------------------------------------------
 
+SECTION_TREE = {"label": ""}  # today's tree when the current section started (HEAD may move meanwhile)
+
+
 def measured() -> str:
-    return f"Measured {datetime.date.today()}, tree {tree_label()}. "
+    return f"Measured {datetime.date.today()}, tree {SECTION_TREE['label'] or tree_label()} at the start. "
 
 
 def data_comment(data: dict) -> str:
     """The figures of a section, for the chart when the section is kept from an earlier run."""
-    return f"<!-- bench-data {json.dumps(data, sort_keys=True)} -->\n"
+    return f"<!-- bench-data {json.dumps(data)} -->\n"
 
 
 def section_data(text: str) -> dict:
@@ -722,12 +732,16 @@ import matplotlib.pyplot as plt
 
 data = json.load(sys.stdin)
 bars = []  # (group, label, seconds)
-for name, seconds in data["stack"].items():
+def in_order(figures, first):
+    return sorted(figures.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first))
+
+
+for name, seconds in in_order(data["stack"], ["default", "no pipelining", "Mitogen"]):
     bars.append(("site.yml re-run", name, seconds))
 if data["oldnew"]:
     bars.append(("old vs new", f"baseline {data['oldnew']['baseline']}", data["oldnew"]["old"]))
     bars.append(("old vs new", "today", data["oldnew"]["new"]))
-for name, (change, again) in data["deploys"].items():
+for name, (change, again) in in_order(data["deploys"], ["default", "Mitogen"]):
     bars.append(("deploy.yml", f"code change, {name}", change))
     bars.append(("deploy.yml", f"same again, {name}", again))
 pairs = [("Varnish\nHIT / bypass", "varnish_hit", "varnish_bypass"),
@@ -801,16 +815,17 @@ def main(names: list[str]) -> None:
     sections, roles = parse_args(names)
     log(f"sections: {', '.join(sections)}")
     new = {}
+    kept = previous_sections()
     for section in sections:
+        SECTION_TREE["label"] = tree_label()
         if section == "roles":
-            new["roles"] = section_roles(roles)
+            new["roles"] = section_roles(roles, kept.get(TITLES["roles"], ""))
             continue
         if section != "demo":
             ensure_host()
         new[section] = {"demo": section_demo, "stack": section_stack, "oldnew": section_oldnew,
                         "deploys": section_deploys, "serving": section_serving}[section]()
     # A section that was not measured this time keeps its last figures.
-    kept = previous_sections()
     body = {}
     for section in SECTIONS:
         title = TITLES[section]
