@@ -110,19 +110,23 @@ def collection_link():
         subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), "link"], check=True)
 
 
-# Scheduling (make test: pytest -n 2 --dist loadgroup). A work unit is one scenario (its
-# xdist_group) or one test. The units start longest first, as long as the last run of
+# Scheduling (make test: pytest -n 2 --dist loadgroup). A work unit is an xdist_group
+# (a Molecule scenario, an ansible-core version) or one test. The units start longest first, as long as the last run of
 # each took ("durations.json", written at the end of every run): a long unit started
 # last adds its whole length to the run. The stack scenario always starts first; a unit
 # not measured yet starts before the measured ones.
 DURATIONS = LOGS / "durations.json"
 
 
+# nodeid -> its xdist_group, for the reports of a run without xdist (with xdist, the
+# group is the nodeid's "@group" suffix).
+_groups: dict[str, str] = {}
+
+
 def unit_of(nodeid: str) -> str:
-    nodeid = nodeid.split("@", 1)[0]
-    if nodeid.startswith("tests/test_molecule.py::") and nodeid.endswith("]"):
-        return "molecule:" + nodeid[nodeid.rindex("[") + 1:-1]
-    return nodeid
+    if nodeid.rfind("@") > nodeid.rfind("]"):
+        return nodeid.rsplit("@", 1)[1]
+    return _groups.get(nodeid, nodeid)
 
 
 def read_durations() -> dict[str, float]:
@@ -136,9 +140,16 @@ def pytest_collection_modifyitems(config, items):
     # The controller read the file once (pytest_configure); every worker sorts by that copy,
     # as xdist needs the same order from each, even if another run rewrites the file.
     last = json.loads(os.environ.get("PRODREADY_LAST_DURATIONS", "{}"))
+    for item in items:
+        group = item.get_closest_marker("xdist_group")
+        if group:
+            _groups[item.nodeid] = group.args[0] if group.args else group.kwargs["name"]
+
+    def unit(item):
+        return _groups.get(item.nodeid, item.nodeid)
+
     # The sort is stable: a scenario's tests keep their order (converge first).
-    items.sort(key=lambda item: (unit_of(item.nodeid) != "molecule:stack",
-                                 -last.get(unit_of(item.nodeid), float("inf"))))
+    items.sort(key=lambda item: (unit(item) != "stack", -last.get(unit(item), float("inf"))))
 
 
 _spent: dict[str, float] = {}
