@@ -21,6 +21,12 @@ Every section but `roles` runs on its own container, BENCH_NAME (prodready-bench
 127.0.0.1:BENCH_HTTP_PORT/BENCH_HTTPS_PORT (9080/9443), never on `make demo`'s.
 A section that is not measured this time keeps its last figures (and its place in the
 chart). Times are wall-clock seconds; the figures are never asserted anywhere.
+
+Set up by the bench itself: Mitogen and matplotlib in .venv (pinned below), wrk in the
+container. Left behind for the next run: the container (remove it with
+`DEMO_NAME=prodready-bench scripts/demo.sh down`) and the baseline's worktree
+(`git worktree remove --force .cache/bench-baseline`).
+Other knobs: BENCH_WRK_SECONDS (10), BENCH_WRK_WARMUP (2), BENCH_WRK_CONNECTIONS (8).
 """
 
 from __future__ import annotations
