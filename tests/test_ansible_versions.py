@@ -1,4 +1,4 @@
-"""The demo stack on the newer ansible-core versions, every run.
+"""The demo stack on the newer ansible-core versions, and under Mitogen, every run.
 
 The suite's own tools run ansible-core 2.19 (the newest for this host's Python 3.11).
 For each pinned controller of tests/controllers/ansible-<core>.txt, the controller
@@ -6,6 +6,11 @@ image (scripts/testbed.sh controllers: Debian 13's Python 3.13) converges a fres
 Debian 13 test host with molecule/stack/converge.yml (site.yml, then deploy.yml of
 examples/superbook), converges it again (changed=0), and the site answers through
 Nginx -> Varnish -> Gunicorn. One host per core, removed at the end.
+
+"2.19-mitogen" is the suite's own ansible-core 2.19 (.venv) under Mitogen's
+mitogen_linear strategy, on a Debian 12 host: the same converge twice, and a check-mode
+run that must report no change either (the Molecule `stack` scenario covers the
+default strategy; the role scenarios run under Mitogen one role at a time).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import LOGS, ROOT, run, tail
+from conftest import BIN, LOGS, ROOT, run, tail, tool_env
 
 CONTROLLERS = ROOT / "tests" / "controllers"
 CONTROLLER_IMAGE = os.environ.get("CONTROLLER_IMAGE", "prodready/controller:13")
 HOST_IMAGE = "prodready/debian:13"
-CORES = sorted(p.stem.removeprefix("ansible-") for p in CONTROLLERS.glob("ansible-*.txt"))
+MITOGEN = "2.19-mitogen"
+CORES = sorted(p.stem.removeprefix("ansible-") for p in CONTROLLERS.glob("ansible-*.txt")) + [MITOGEN]
 RECAP = re.compile(r"^\s*│?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 # The container options of the Molecule platforms (.config/molecule/config.yml) and
 # scripts/demo.sh: what systemd needs to run as PID 1 on the test bed.
@@ -53,8 +59,11 @@ class Core:
 
     def __init__(self, version: str):
         self.version = version
+        self.mitogen = version == MITOGEN
         self.slug = "core" + version.replace(".", "-")  # core2-21
-        self.host = f"{self.slug}-debian13"
+        # Mitogen on the other Debian release than the controllers' hosts.
+        self.host_image = "prodready/debian:12" if self.mitogen else HOST_IMAGE
+        self.host = f"{self.slug}-debian{self.host_image.rsplit(':', 1)[1]}"
         self.controller = f"{self.slug}-controller"
         self.venv = f"/opt/ansible-{version}"
         self.dir = ROOT / ".cache" / "ansible-versions" / self.slug
@@ -67,7 +76,7 @@ class Core:
     def start_host(self):
         docker("rm", "-f", self.host, check=False)
         docker("run", "-d", "--name", self.host, "--hostname", self.host, *HOST_OPTIONS,
-               HOST_IMAGE, "/lib/systemd/systemd")
+               self.host_image, "/lib/systemd/systemd")
         state = ""
         for _ in range(60):
             state = docker("exec", self.host, "systemctl", "is-system-running", check=False).stdout.strip()
@@ -81,13 +90,24 @@ class Core:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.inventory.mkdir(parents=True)
         groups = {group: {"hosts": {self.host: {}}} for group in ("db", "cache", "memcached", "app", "web")}
-        hosts = {"all": {"hosts": {self.host: {"ansible_connection": "community.docker.docker"}}, "children": groups}}
+        # Mitogen takes over the connection by its short name only (docker, routed to the same plugin).
+        connection = "docker" if self.mitogen else "community.docker.docker"
+        hosts = {"all": {"hosts": {self.host: {"ansible_connection": connection}}, "children": groups}}
         (self.inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
         (self.inventory / "group_vars").symlink_to(ROOT / "inventories" / "demo" / "group_vars")
 
-    def playbook(self, playbook: str, step: str) -> subprocess.CompletedProcess:
+    def playbook(self, playbook: str, step: str, *args: str) -> subprocess.CompletedProcess:
         """ansible-playbook of this core, in the controller container, on the host's docker
-        engine; the checkout at the same path inside, no network of its own."""
+        engine; the checkout at the same path inside, no network of its own. Mitogen runs
+        the suite's own ansible-playbook on this machine."""
+        secrets = ["-e", f"demo_secrets_dir={self.dir}/secrets"]  # inventories/demo: demo_secrets_dir
+        if self.mitogen:
+            import ansible_mitogen  # noqa: PLC0415  (a pin of requirements-dev.txt)
+            env = tool_env()
+            env.update(ANSIBLE_STRATEGY_PLUGINS=str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
+                       ANSIBLE_STRATEGY="mitogen_linear", MOLECULE_PROJECT_DIRECTORY=str(ROOT))
+            return run([BIN / "ansible-playbook", "-i", self.inventory, playbook, *secrets, *args],
+                       log=self.log(step), env=env)
         mounts = ["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{ROOT}:{ROOT}"]
         if LOCAL_CA_DIR.is_dir():
             mounts += ["-v", f"{LOCAL_CA_DIR}:{LOCAL_CA_DIR}:ro"]
@@ -101,8 +121,7 @@ class Core:
             ["docker", "run", "--rm", "--name", self.controller, "--network", "none",
              *mounts, "-w", str(ROOT), *(a for k, v in env.items() for a in ("-e", f"{k}={v}")),
              CONTROLLER_IMAGE, f"{self.venv}/bin/ansible-playbook", "-i", str(self.inventory), playbook,
-             # The demo's secrets, generated once for this host (inventories/demo: demo_secrets_dir).
-             "-e", f"demo_secrets_dir={self.dir}/secrets"],
+             *secrets, *args],
             log=self.log(step),
         )
 
@@ -183,6 +202,21 @@ def test_second_converge_changes_nothing(core):
     if recap["changed"]:
         pytest.fail(core.failure(f"second converge changed {recap['changed']} task(s): {core.changed_tasks(proc)}",
                                  proc, "idempotence", 120))
+
+
+# Only the Mitogen host: check mode of the stack on the default strategy is the Molecule
+# stack scenario's.
+@pytest.mark.parametrize("core", [pytest.param(MITOGEN, marks=pytest.mark.xdist_group(f"core{MITOGEN}"))],
+                         indirect=True)
+def test_check_mode_changes_nothing_under_mitogen(core):
+    needs_converge(core)
+    proc = core.playbook(f"{ROOT}/molecule/stack/converge.yml", "check", "--check")
+    assert proc.returncode == 0, core.failure("--check failed", proc, "check")
+    recap = core.recap(proc)
+    assert recap is not None, core.failure(f"no recap line for {core.host}", proc, "check")
+    if recap["changed"]:
+        pytest.fail(core.failure(f"--check reported {recap['changed']} change(s): {core.changed_tasks(proc)}",
+                                 proc, "check", 120))
 
 
 def test_site_answers_through_the_stack(core):
