@@ -79,6 +79,17 @@ def run(args: list[str], log: str, cwd: Path = ROOT, env: dict | None = None, ti
     return proc
 
 
+def mitogen_env() -> dict[str, str]:
+    """What makes ansible-playbook run a play under Mitogen: its strategy plugins and the
+    strategy's name. The connection must be the short name `docker`, which Mitogen takes
+    over (.config/molecule/config.yml sets it per host; tests/test_ansible_versions.py in
+    its inventory)."""
+    import ansible_mitogen  # noqa: PLC0415  (only needed when a play runs under Mitogen)
+
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
+            "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
 def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 

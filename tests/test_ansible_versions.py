@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, LOGS, ROOT, run, tail, tool_env
+from conftest import BIN, LOGS, ROOT, mitogen_env, run, tail, tool_env
 
 CONTROLLERS = ROOT / "tests" / "controllers"
 CONTROLLER_IMAGE = os.environ.get("CONTROLLER_IMAGE", "prodready/controller:13")
@@ -102,10 +102,7 @@ class Core:
         the suite's own ansible-playbook on this machine."""
         secrets = ["-e", f"demo_secrets_dir={self.dir}/secrets"]  # inventories/demo: demo_secrets_dir
         if self.mitogen:
-            import ansible_mitogen  # noqa: PLC0415  (a pin of requirements-dev.txt)
-            env = tool_env()
-            env.update(ANSIBLE_STRATEGY_PLUGINS=str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
-                       ANSIBLE_STRATEGY="mitogen_linear", MOLECULE_PROJECT_DIRECTORY=str(ROOT))
+            env = tool_env() | mitogen_env() | {"MOLECULE_PROJECT_DIRECTORY": str(ROOT)}
             return run([BIN / "ansible-playbook", "-i", self.inventory, playbook, *secrets, *args],
                        log=self.log(step), env=env)
         mounts = ["-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{ROOT}:{ROOT}"]

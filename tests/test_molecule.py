@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run, tail, tool_env
+from conftest import BIN, ROOT, mitogen_env, run, tail, tool_env
 
 # The whole-stack scenario takes longest: it starts first (see the scheduling in
 # conftest.py) instead of last, which would add its whole length to the run.
@@ -29,16 +29,6 @@ RECAP = re.compile(r"^\s*│?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachab
 DEFAULT_STRATEGY = {
     "stack": "covers ansible-core's default strategy, the way the collection is used without Mitogen",
 }
-
-
-def mitogen_env() -> dict[str, str]:
-    """What makes ansible-playbook run a play under Mitogen: its strategy plugins and the
-    strategy's name. The connection must be the short name `docker`, which Mitogen takes
-    over (.config/molecule/config.yml sets it per host)."""
-    import ansible_mitogen  # noqa: PLC0415  (only needed when a scenario runs under Mitogen)
-
-    return {"ANSIBLE_STRATEGY_PLUGINS": str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
-            "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 def uses_mitogen(name: str) -> bool:
