@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Every role of the collection (a folder under roles/ with tasks/main.yml).
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
+# A host's line of ansible-playbook's PLAY RECAP (Molecule may prefix it with a box-drawing bar).
+RECAP = re.compile(r"^\s*│?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 LOGS = ROOT / ".cache" / "logs"
 # Every run() appends "seconds<TAB>log" to this run's own file (xdist workers share it,
 # other pytest runs in the same checkout have theirs); the run ends by copying it to

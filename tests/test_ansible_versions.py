@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -26,14 +25,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, LOGS, ROOT, mitogen_env, run, tail, tool_env
+from conftest import BIN, LOGS, RECAP, ROOT, mitogen_env, run, tail, tool_env
 
 CONTROLLERS = ROOT / "tests" / "controllers"
 CONTROLLER_IMAGE = os.environ.get("CONTROLLER_IMAGE", "prodready/controller:13")
 HOST_IMAGE = "prodready/debian:13"
 MITOGEN = "2.19-mitogen"
 CORES = sorted(p.stem.removeprefix("ansible-") for p in CONTROLLERS.glob("ansible-*.txt")) + [MITOGEN]
-RECAP = re.compile(r"^\s*│?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 # The container options of the Molecule platforms (.config/molecule/config.yml) and
 # scripts/demo.sh: what systemd needs to run as PID 1 on the test bed.
 HOST_OPTIONS = [
@@ -143,6 +141,17 @@ class Core:
         return (f"ansible-core {self.version}: {what} (exit {proc.returncode}; full log "
                 f".cache/logs/{self.log(step)}):\n{tail(proc.stdout, lines)}")
 
+    def converge_changes_nothing(self, step: str, what: str, *args: str):
+        """converge.yml again (with `args`, e.g. --check): it succeeds, and the host's
+        recap says changed=0; a failure names the tasks that changed."""
+        proc = self.playbook(f"{ROOT}/molecule/stack/converge.yml", step, *args)
+        assert proc.returncode == 0, self.failure(f"{what} failed", proc, step)
+        recap = self.recap(proc)
+        assert recap is not None, self.failure(f"no recap line for {self.host}", proc, step)
+        if recap["changed"]:
+            pytest.fail(self.failure(f"{what} changed {recap['changed']} task(s): {self.changed_tasks(proc)}",
+                                     proc, step, 120))
+
     def curl(self, path: str) -> tuple[str, str]:
         """GET https://127.0.0.1{path} inside the host (Host: localhost): (status, body)."""
         proc = docker("exec", self.host, "curl", "-ks", "--max-time", "30", "-H", "Host: localhost",
@@ -192,13 +201,7 @@ def test_converge(core):
 
 def test_second_converge_changes_nothing(core):
     needs_converge(core)
-    proc = core.playbook(f"{ROOT}/molecule/stack/converge.yml", "idempotence")
-    assert proc.returncode == 0, core.failure("second converge failed", proc, "idempotence")
-    recap = core.recap(proc)
-    assert recap is not None, core.failure(f"no recap line for {core.host}", proc, "idempotence")
-    if recap["changed"]:
-        pytest.fail(core.failure(f"second converge changed {recap['changed']} task(s): {core.changed_tasks(proc)}",
-                                 proc, "idempotence", 120))
+    core.converge_changes_nothing("idempotence", "second converge")
 
 
 # Only the Mitogen host: check mode of the stack on the default strategy is the Molecule
@@ -207,13 +210,7 @@ def test_second_converge_changes_nothing(core):
                          indirect=True)
 def test_check_mode_changes_nothing_under_mitogen(core):
     needs_converge(core)
-    proc = core.playbook(f"{ROOT}/molecule/stack/converge.yml", "check", "--check")
-    assert proc.returncode == 0, core.failure("--check failed", proc, "check")
-    recap = core.recap(proc)
-    assert recap is not None, core.failure(f"no recap line for {core.host}", proc, "check")
-    if recap["changed"]:
-        pytest.fail(core.failure(f"--check reported {recap['changed']} change(s): {core.changed_tasks(proc)}",
-                                 proc, "check", 120))
+    core.converge_changes_nothing("check", "--check", "--check")
 
 
 def test_site_answers_through_the_stack(core):

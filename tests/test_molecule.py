@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, mitogen_env, run, tail, tool_env
+from conftest import BIN, RECAP, ROOT, mitogen_env, run, tail, tool_env
 
 # The whole-stack scenario takes longest: it starts first (see the scheduling in
 # conftest.py) instead of last, which would add its whole length to the run.
 SCENARIOS = sorted((p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml")),
                    key=lambda name: (name != "stack", name))
-RECAP = re.compile(r"^\s*│?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 # Role scenarios run under Mitogen's linear strategy: the same plays, the same checks, in
 # less time (an idempotent re-run or --check of the common scenario, both containers:
