@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from prodready_testinfra import assert_running, journal_tail
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -47,8 +48,8 @@ def hostname(host) -> str:
     return host.backend.get_hostname()
 
 
-def get(host, path: str, *curl_args: str) -> tuple[int, dict, str]:
-    """GET https://127.0.0.1{path} for Host localhost, in the container: (status, headers, body)."""
+def get_raw(host, path: str, *curl_args: str) -> tuple[int, list[tuple[str, str]], str]:
+    """GET https://127.0.0.1{path} for Host localhost, in the container: (status, header lines, body)."""
     args = " ".join(shlex.quote(a) for a in curl_args)
     out = host.check_output(
         f"curl -ksS --max-time 30 -D - -H 'Host: localhost' {args} {shlex.quote('https://127.0.0.1' + path)}"
@@ -56,8 +57,13 @@ def get(host, path: str, *curl_args: str) -> tuple[int, dict, str]:
     head, _, body = out.replace("\r\n", "\n").partition("\n\n")
     lines = head.splitlines()
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return status, headers, body
+    return status, [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])], body
+
+
+def get(host, path: str, *curl_args: str) -> tuple[int, dict, str]:
+    """Like get_raw, with the headers as a dict (the last of a repeated header wins)."""
+    status, lines, body = get_raw(host, path, *curl_args)
+    return status, dict(lines), body
 
 
 def release_of(host) -> str:
@@ -291,6 +297,43 @@ def test_home_page_lists_posts_from_postgresql(host):
     assert status == 200
     assert title in body
     assert headers.get("strict-transport-security", "").startswith("max-age=")
+
+
+def configured_security_headers() -> dict[str, str]:
+    """The four headers Nginx owns, with the values the demo inventory gives the nginx role."""
+    values = yaml.safe_load((ROOT / "roles" / "nginx" / "defaults" / "main.yml").read_text())
+    values.update(yaml.safe_load((ROOT / "inventories" / "demo" / "group_vars" / "all.yml").read_text()))
+    hsts = f"max-age={values['nginx_hsts_max_age']}" + ("; includeSubDomains" if values["nginx_hsts_include_subdomains"] else "")
+    return {
+        "strict-transport-security": hsts,
+        "x-content-type-options": "nosniff",
+        "x-frame-options": values["nginx_x_frame_options"],
+        "referrer-policy": values["nginx_referrer_policy"],
+    }
+
+
+def test_each_security_header_is_sent_once_with_the_configured_value(host, login):
+    """Django's middleware sends all four too, with other values: Nginx must drop them."""
+    expected = configured_security_headers()
+    jar = login(host)
+    page = f"/?headers={uuid.uuid4().hex}"
+    responses = {
+        "anonymous page, Varnish MISS": (page,),
+        "anonymous page, Varnish HIT": (page,),
+        "logged-in page (Gunicorn)": ("/me/", "-b", jar),
+        "admin (Django's clickjacking middleware)": ("/admin/", "-b", jar),
+        "Django 404": (f"/no-such-page-{uuid.uuid4().hex}/",),
+        "hashed static file (Nginx)": (css_path(host),),
+    }
+    wrong = []
+    for label, (path, *args) in responses.items():
+        status, lines, _ = get_raw(host, path, *args)
+        assert status in (200, 404), f"{label}: {path} answered {status}"
+        for name, value in expected.items():
+            sent = [v for k, v in lines if k == name]
+            if sent != [value]:
+                wrong.append(f"{label} ({path}): {name} sent {sent}, expected once as {value!r}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_plain_http_redirects_to_https(host):
