@@ -404,15 +404,21 @@ def baseline_tree() -> tuple[Path, str]:
 
 def section_oldnew() -> str:
     tree, sha = baseline_tree()
-    # The baseline first: today's tree then leaves the host as it converges it.
+    # Each tree converges the host to its own settings first (they differ: Gunicorn's, for
+    # one), then its re-run, which changes nothing, is measured. The baseline goes first:
+    # today's tree then leaves the host as it converges it.
+    site(tree=tree, label=f"site.yml, baseline {sha}, converging to its settings")
     old = site(tree=tree, label=f"site.yml re-run, baseline {sha}")
+    site(label="site.yml, today's tree, converging to its settings")
     new = site(label="site.yml re-run, today's tree")
     data = {"old": round(old.seconds, 1), "new": round(new.seconds, 1), "baseline": sha}
     return (
         "\n## Old vs new (site.yml re-run, default strategy, same host, same run)\n" + data_comment(data) + "\n"
         + measured() +
         f"The baseline `{sha}` (`BENCH_BASELINE`) is checked out with `git worktree` in `.cache/bench-baseline` "
-        "with its own collection link; it runs first, then today's tree, against the same converged container.\n\n"
+        "with its own collection link; it runs first, then today's tree, against the same converged container. "
+        "Each tree runs twice: the first run converges the host to that tree's settings, the second "
+        "(measured) must change nothing.\n\n"
         "| Tree | Seconds | Tasks | Changed |\n| --- | --- | --- | --- |\n"
         f"| baseline {sha} | {old.seconds:.1f} | {len(old.tasks)} | {old.changed} |\n"
         f"| today ({SECTION_TREE['label']}) | {new.seconds:.1f} | {len(new.tasks)} | {new.changed} |\n\n"
@@ -599,7 +605,7 @@ def section_serving() -> str:
          f"`{css}`: Nginx from disk (TLS) vs Django's static view (`SUPERBOOK_BENCH_STATIC_VIEW=1`, bench only) "
          f"in a Gunicorn with the role's config ({workers} sync workers), plain HTTP"),
         ("Tuned Gunicorn vs default", "gunicorn_tuned", "gunicorn_default", 2, None,
-         f"`/` (20 posts from PostgreSQL) straight from Gunicorn: the role's ({workers} sync workers) vs "
+         f"`/` (the newest posts, at most 20, from PostgreSQL) straight from Gunicorn: the role's ({workers} sync workers) vs "
          f"`gunicorn --bind {GUNICORN_DEFAULT} {wsgi_module()}` (one sync worker, nothing else)"),
         ("Sessions in Redis vs database", "session_redis", "session_db", None, None,
          f"`/me/` logged in (it writes the session on every request), the role's Gunicorn settings: "
