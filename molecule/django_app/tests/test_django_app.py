@@ -59,25 +59,29 @@ def test_app_user_has_no_login_shell(host):
 
 
 @pytest.mark.parametrize(
-    "path, owner, mode",
+    "path, owner, group, mode",
     [
-        (ROOT, "root", 0o755),
-        (f"{ROOT}/releases", "root", 0o750),
-        (f"{ROOT}/shared", "root", 0o755),
-        (f"{ROOT}/shared/static", APP, 0o755),
-        (f"{ROOT}/shared/media", APP, 0o755),
-        (f"{ROOT}/shared/log", APP, 0o750),
-        (f"/etc/{APP}", "root", 0o750),
+        (ROOT, "root", APP, 0o755),
+        (f"{ROOT}/releases", "root", APP, 0o750),
+        (f"{ROOT}/shared", "root", APP, 0o755),
+        (f"{ROOT}/shared/static", APP, APP, 0o755),
+        (f"{ROOT}/shared/media", APP, "www-data", 0o2755),
+        (f"{ROOT}/shared/log", APP, APP, 0o750),
+        (f"/etc/{APP}", "root", APP, 0o750),
     ],
 )
-def test_layout(host, path, owner, mode):
+def test_layout(host, path, owner, group, mode):
     d = host.file(path)
     assert d.is_directory
-    assert (d.user, d.group, d.mode) == (owner, APP, mode)
+    assert (d.user, d.group, d.mode) == (owner, group, mode)
     assert not host.file(f"{ROOT}/current").exists, "`current` is the deploy role's"
 
 
 def test_app_writes_media_and_logs_nginx_reads_static_and_media(host):
+    # Gunicorn's UMask=0027, and a new directory below the media root, as Django's storage makes one.
+    host.check_output(as_user(APP, f"umask 0027 && mkdir -p {ROOT}/shared/media/up/2026 && "
+                                   f"echo nested > {ROOT}/shared/media/up/2026/n.txt"))
+    assert host.check_output(as_user("www-data", f"cat {ROOT}/shared/media/up/2026/n.txt")) == "nested"
     host.check_output(as_user(APP, f"echo upload > {ROOT}/shared/media/t.txt && echo log > {ROOT}/shared/log/t.log"))
     host.check_output(as_user(APP, f"echo 'body{{}}' > {ROOT}/shared/static/t.css"))
     assert host.check_output(as_user("www-data", f"cat {ROOT}/shared/static/t.css")) == "body{}"
