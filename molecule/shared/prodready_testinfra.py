@@ -5,11 +5,17 @@ The verifier puts this folder on PYTHONPATH (see .config/molecule/config.yml).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shlex
 import time
+from pathlib import Path
 
 import testinfra
+
+# The bounded HTTPS load generator, copied into the container it runs in.
+LOADGEN = Path(__file__).with_name("stackload.py").read_text()
 
 
 def molecule_hosts() -> dict:
@@ -59,3 +65,36 @@ def wait_for_port(host, port: int, address: str = "127.0.0.1", seconds: float = 
             return
         time.sleep(0.3)
     raise AssertionError(f"nothing listens on {address}:{port} after {seconds}s")
+
+
+def under_load(host, action, label: str, paths: list[str], threads: int, interval: float,
+               min_requests: int, max_seconds: int = 420):
+    """Run action() while stackload.py, on the host, sends requests to its 127.0.0.1:443
+    (threads clients cycling through paths, each at most one request per interval, until
+    action() has returned and min_requests have completed, or max_seconds have passed).
+    Return (action's result, results, t0, t1): t0 and t1 bound the action on the monotonic
+    clock, which the test containers share with the controller (one kernel)."""
+    script = base64.b64encode(LOADGEN.encode()).decode()
+    host.check_output(f"echo {script} | base64 -d > /tmp/stackload.py && rm -f /tmp/stackload.json*")
+    quoted = " ".join(shlex.quote(p) for p in paths)
+    host.check_output(
+        f"systemd-run --unit=stackload-{label} --collect python3 /tmp/stackload.py /tmp/stackload.json "
+        f"{threads} {interval} {min_requests} {max_seconds} {quoted}"
+    )
+    deadline = time.monotonic() + 60
+    while not host.file("/tmp/stackload.json.started").exists:
+        assert time.monotonic() < deadline, "the load generator did not start"
+        time.sleep(0.5)
+    time.sleep(2)  # some requests before the action
+    t0 = time.monotonic()
+    try:
+        result = action()
+    finally:
+        t1 = time.monotonic()
+        host.run("touch /tmp/stackload.json.stop")
+    deadline = time.monotonic() + max_seconds + 60
+    while not host.file("/tmp/stackload.json").exists:
+        assert time.monotonic() < deadline, "the load generator did not finish"
+        time.sleep(1)
+    results = json.loads(host.check_output("cat /tmp/stackload.json"))["results"]
+    return result, results, t0, t1

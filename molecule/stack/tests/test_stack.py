@@ -9,7 +9,6 @@ broken releases that must not go live, then Redis and Gunicorn outages.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -25,12 +24,12 @@ from pathlib import Path
 import pytest
 import yaml
 from prodready_testinfra import assert_running, journal_tail
+from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 APP = ROOT / "examples" / "superbook"
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-LOADGEN = Path(__file__).with_name("stackload.py").read_text()
 # Request counts of the load tests, for the closing note and docs (one JSON line each).
 FIGURES = ROOT / ".cache" / "logs" / "stack-load.jsonl"
 MANAGE = "/usr/local/sbin/superbook-manage"
@@ -144,31 +143,8 @@ def load_paths(host) -> list[str]:
 
 
 def under_load(host, action, label: str, max_seconds: int = 420):
-    """Run action() while stackload.py sends requests; return (action's result, results, t0, t1)."""
-    script = base64.b64encode(LOADGEN.encode()).decode()
-    host.check_output(f"echo {script} | base64 -d > /tmp/stackload.py && rm -f /tmp/stackload.json*")
-    paths = " ".join(shlex.quote(p) for p in load_paths(host))
-    host.check_output(
-        f"systemd-run --unit=stackload-{label} --collect python3 /tmp/stackload.py /tmp/stackload.json "
-        f"{THREADS} {INTERVAL} {MIN_REQUESTS} {max_seconds} {paths}"
-    )
-    deadline = time.monotonic() + 60
-    while not host.file("/tmp/stackload.json.started").exists:
-        assert time.monotonic() < deadline, "the load generator did not start"
-        time.sleep(0.5)
-    time.sleep(2)  # some requests before the action
-    t0 = time.monotonic()
-    try:
-        result = action()
-    finally:
-        t1 = time.monotonic()
-        host.run("touch /tmp/stackload.json.stop")
-    deadline = time.monotonic() + max_seconds + 60
-    while not host.file("/tmp/stackload.json").exists:
-        assert time.monotonic() < deadline, "the load generator did not finish"
-        time.sleep(1)
-    results = json.loads(host.check_output("cat /tmp/stackload.json"))["results"]
-    return result, results, t0, t1
+    """Run action() under the stack's bounded load; return (action's result, results, t0, t1)."""
+    return shared_under_load(host, action, label, load_paths(host), THREADS, INTERVAL, MIN_REQUESTS, max_seconds)
 
 
 def failures(results) -> list:

@@ -1,6 +1,6 @@
-"""Bounded HTTPS load through the whole stack (Nginx -> Varnish -> Gunicorn), run
-inside a test container against 127.0.0.1:443 while the test deploys, rolls back
-or breaks something from the controller.
+"""Bounded HTTPS load on a test container's own Nginx (127.0.0.1:443), run inside it
+while the test deploys, rolls back, renews a certificate or breaks something from the
+controller (prodready_testinfra.under_load starts it).
 
     python3 stackload.py OUT THREADS INTERVAL MIN_REQUESTS MAX_SECONDS PATH [PATH ...]
 
@@ -9,8 +9,10 @@ through the PATHs, each starting a request at most every INTERVAL seconds, until
 the file OUT.stop exists AND at least MIN_REQUESTS have completed, or MAX_SECONDS
 have passed, whichever comes first. OUT.started is
 written once the first request has answered. OUT receives one JSON document:
-every request as [start, end, path, status, release, error] (monotonic seconds;
-status 0 and an error text for a socket error; release from /version bodies).
+every request as [start, end, path, status, release, error, retried] (monotonic
+seconds; status 0 and an error text for a socket error; release from /version bodies;
+retried true when a kept-alive connection closed under the request and it was sent again
+on a new one, as browsers do; a second failure, or one on a new connection, is an error).
 """
 
 import http.client
@@ -40,23 +42,38 @@ def finished():
     return done >= MIN_REQUESTS and os.path.exists(STOP)
 
 
+def send(conn, path):
+    """One request on conn: (status, release)."""
+    conn.request("GET", path, headers={"Host": "localhost"})
+    response = conn.getresponse()
+    body = response.read()
+    release = json.loads(body)["release"] if path == "/version" and response.status == 200 else ""
+    return response, release
+
+
 def worker(offset):
-    conn = None
+    conn, reused = None, False
     n = offset
     while not finished():
         path = PATHS[n % len(PATHS)]
         n += 1
         begin = time.monotonic()
-        status, release, error = 0, "", ""
+        status, release, error, retried = 0, "", "", False
         try:
             if conn is None:
-                conn = http.client.HTTPSConnection("127.0.0.1", 443, timeout=10, context=CONTEXT)
-            conn.request("GET", path, headers={"Host": "localhost"})
-            response = conn.getresponse()
-            body = response.read()
-            status = response.status
-            if path == "/version" and status == 200:
-                release = json.loads(body)["release"]
+                conn, reused = http.client.HTTPSConnection("127.0.0.1", 443, timeout=10, context=CONTEXT), False
+            try:
+                response, release = send(conn, path)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection the server closed as the request left (Nginx
+                # closes idle ones at a reload): sent again once on a new connection, as
+                # browsers do (RFC 9112, 9.3.1). A fresh connection's failure counts.
+                if not reused:
+                    raise
+                conn.close()
+                conn, retried = http.client.HTTPSConnection("127.0.0.1", 443, timeout=10, context=CONTEXT), True
+                response, release = send(conn, path)
+            status, reused = response.status, True
             if response.getheader("Connection", "").lower() == "close":
                 conn.close()
                 conn = None
@@ -67,7 +84,7 @@ def worker(offset):
             conn = None
         end = time.monotonic()
         with lock:
-            results.append([begin, end, path, status, release, error])
+            results.append([begin, end, path, status, release, error, retried])
         started.set()
         time.sleep(max(0.0, begin + INTERVAL - end))
 
