@@ -157,6 +157,7 @@ def record(host, label: str, results, t0: float, t1: float) -> dict:
     figure = {
         "concurrency": THREADS, "requests": len(results),
         "requests_during_action": len(during), "failed": len(failures(results)),
+        "retried_on_a_new_connection": sum(1 for r in results if r[6]),
         "action_seconds": round(t1 - t0, 1), "load_seconds": round(span, 1),
         "requests_per_second": round(len(results) / span, 1) if span else None,
     }
