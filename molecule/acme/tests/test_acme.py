@@ -150,6 +150,23 @@ def test_a_challenge_for_the_other_host_is_passed_on_once():
 
 
 # --- renewal --------------------------------------------------------------------------
+def reloads(host) -> int:
+    return int(host.check_output("journalctl -u nginx --no-pager -o cat | grep -c '^Reloaded' || true"))
+
+
+@pytest.mark.parametrize("web", WEB)
+def test_a_renewal_that_is_not_due_changes_nothing_and_reloads_nothing(web):
+    """What the timer does on most days: look, record the check, leave Nginx alone."""
+    host = HOSTS[web]
+    serial, count = served(web)["serial"], reloads(host)
+    assert count > 0, "no reload of nginx in its journal: the count below would prove nothing"
+    proc = host.run("prodready-acme-renew")
+    assert proc.rc == 0, proc.stdout[-2000:]
+    recorded = state(web)
+    assert recorded["result"] == "ok" and recorded["changed"] is False, recorded
+    assert served(web)["serial"] == serial and reloads(host) == count
+
+
 def test_a_renewal_under_load_serves_a_new_serial_and_drops_nothing():
     web = "acme-debian12"
     host = HOSTS[web]
@@ -219,12 +236,15 @@ def test_a_first_issuance_the_ca_refuses_fails_naming_the_host_and_the_answer():
 
 
 def test_with_the_ca_back_a_converge_gets_certificates_again():
-    """The Debian 13 host orders at the converge (it serves the stand-in); the Debian 12
-    host's certificate chains to the root of Pebble's last run, so it orders by hand."""
+    """The Debian 13 host orders at the converge (it serves the stand-in). The Debian 12
+    host loses its key (as if an admin removed it): the converge makes a new one, a
+    stand-in for it so that Nginx reloads, and orders for the new key."""
+    old_key = HOSTS["acme-debian12"].check_output("openssl pkey -in /etc/nginx/tls/django.key -pubout")
+    HOSTS["acme-debian12"].check_output("rm -f /etc/nginx/tls/django.key")
     proc = converge()
     assert proc.returncode == 0, flat(proc.stdout)[-3000:]
-    assert HOSTS["acme-debian12"].run("prodready-acme-renew --force").rc == 0
     for web in WEB:
         seen = served(web)
         assert seen["verified"], f"{web}: {seen}"
         assert state(web)["result"] == "ok"
+    assert HOSTS["acme-debian12"].check_output("openssl pkey -in /etc/nginx/tls/django.key -pubout") != old_key
