@@ -135,6 +135,12 @@ def current_release():
 @never_cache
 @require_GET
 def version(request):
-    response = JsonResponse({"release": current_release()})
+    # Which Gunicorn instance answered (prodready.django's blue/green instances set
+    # PRODREADY_GUNICORN_INSTANCE) and its master process: the deploy tests follow the switch.
+    response = JsonResponse({
+        "release": current_release(),
+        "instance": os.environ.get("PRODREADY_GUNICORN_INSTANCE", ""),
+        "master_pid": os.getppid(),
+    })
     patch_cache_control(response, no_store=True)
     return response

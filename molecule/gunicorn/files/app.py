@@ -1,4 +1,5 @@
-"""A tiny WSGI app for the gunicorn scenario: it answers the name of its release."""
+"""A tiny WSGI app for the gunicorn scenario: it answers the name of its release (and on
+/who the instance that answered)."""
 
 import os
 
@@ -23,6 +24,9 @@ def application(environ, start_response):
         body = os.getcwd()
     elif path == "/write":
         body = _try_write(environ.get("QUERY_STRING", ""))
+    elif path == "/who":
+        # The release, the instance (blue or green) and its master process.
+        body = f"{RELEASE} {os.environ.get('PRODREADY_GUNICORN_INSTANCE', '')} {os.getppid()}"
     else:
         body = RELEASE
     data = body.encode()

@@ -3,11 +3,11 @@
     python3 loadgen.py TARGET THREADS REQUESTS ACTION_AFTER ACTION
 
 TARGET is a unix socket path or 127.0.0.1:PORT. THREADS threads send REQUESTS
-requests each (GET /, one connection per request, 10 s timeout each); once
+requests each (GET /who, one connection per request, 10 s timeout each); once
 ACTION_AFTER requests have completed, the shell command ACTION runs. Everything
 stops after 60 s at most. Prints one JSON document: every request as
-[start, end, status, body] (monotonic seconds) or [start, end, "error", message],
-and the action's start and end times and exit code.
+[start, end, status, body] (monotonic seconds; the body is "release instance master-pid") or [start, end, "error", message],
+and the action's start and end times, exit code and output.
 """
 
 import json
@@ -37,7 +37,7 @@ def one_request():
     start = time.monotonic()
     try:
         with connect() as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            sock.sendall(b"GET /who HTTP/1.0\r\nHost: localhost\r\n\r\n")
             data = b""
             while True:
                 chunk = sock.recv(65536)
@@ -67,9 +67,9 @@ for thread in threads:
 while len(results) < ACTION_AFTER and time.monotonic() < DEADLINE and any(t.is_alive() for t in threads):
     time.sleep(0.01)
 action_start = time.monotonic()
-action_rc = subprocess.run(ACTION, shell=True, check=False).returncode
+action = subprocess.run(ACTION, shell=True, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 action_end = time.monotonic()
 for thread in threads:
     thread.join(max(0.0, DEADLINE - time.monotonic()))
 with lock:
-    print(json.dumps({"results": results, "action": [action_start, action_end, action_rc]}))
+    print(json.dumps({"results": results, "action": [action_start, action_end, action.returncode, action.stdout]}))
