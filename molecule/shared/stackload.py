@@ -9,8 +9,9 @@ through the PATHs, each starting a request at most every INTERVAL seconds, until
 the file OUT.stop exists AND at least MIN_REQUESTS have completed, or MAX_SECONDS
 have passed, whichever comes first. OUT.started is
 written once the first request has answered. OUT receives one JSON document:
-every request as [start, end, path, status, release, error, retried] (monotonic
-seconds; status 0 and an error text for a socket error; release from /version bodies;
+every request as [start, end, path, status, release, error, retried, instance] (monotonic
+seconds; status 0 and an error text for a socket error; release from /version bodies, and
+instance, the Gunicorn instance that answered, as "colour:master-pid";
 retried true when a kept-alive connection closed under the request and it was sent again
 on a new one, as browsers do; a second failure, or one on a new connection, is an error).
 """
@@ -43,12 +44,14 @@ def finished():
 
 
 def send(conn, path):
-    """One request on conn: (status, release)."""
+    """One request on conn: (status, release, instance)."""
     conn.request("GET", path, headers={"Host": "localhost"})
     response = conn.getresponse()
     body = response.read()
-    release = json.loads(body)["release"] if path == "/version" and response.status == 200 else ""
-    return response, release
+    if path == "/version" and response.status == 200:
+        answer = json.loads(body)
+        return response, answer["release"], f"{answer.get('instance', '')}:{answer.get('master_pid', '')}"
+    return response, "", ""
 
 
 def worker(offset):
@@ -58,12 +61,12 @@ def worker(offset):
         path = PATHS[n % len(PATHS)]
         n += 1
         begin = time.monotonic()
-        status, release, error, retried = 0, "", "", False
+        status, release, instance, error, retried = 0, "", "", "", False
         try:
             if conn is None:
                 conn, reused = http.client.HTTPSConnection("127.0.0.1", 443, timeout=10, context=CONTEXT), False
             try:
-                response, release = send(conn, path)
+                response, release, instance = send(conn, path)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 # A kept-alive connection the server closed as the request left (Nginx
                 # closes idle ones at a reload): sent again once on a new connection, as
@@ -72,7 +75,7 @@ def worker(offset):
                     raise
                 conn.close()
                 conn, retried = http.client.HTTPSConnection("127.0.0.1", 443, timeout=10, context=CONTEXT), True
-                response, release = send(conn, path)
+                response, release, instance = send(conn, path)
             status, reused = response.status, True
             if response.getheader("Connection", "").lower() == "close":
                 conn.close()
@@ -84,7 +87,7 @@ def worker(offset):
             conn = None
         end = time.monotonic()
         with lock:
-            results.append([begin, end, path, status, release, error, retried])
+            results.append([begin, end, path, status, release, error, retried, instance])
         started.set()
         time.sleep(max(0.0, begin + INTERVAL - end))
 

@@ -2,10 +2,10 @@
 
     python3 loadgen.py TARGET THREADS REQUESTS ACTION_AFTER ACTION
 
-TARGET is a unix socket path or 127.0.0.1:PORT. THREADS threads send REQUESTS
-requests each (GET /who, one connection per request, 10 s timeout each); once
-ACTION_AFTER requests have completed, the shell command ACTION runs. Everything
-stops after 60 s at most. Prints one JSON document: every request as
+TARGET is a unix socket path or 127.0.0.1:PORT. THREADS threads send requests (GET
+/who, one connection per request, 10 s timeout each); once ACTION_AFTER requests have
+completed, the shell command ACTION runs. Each thread stops once it has sent REQUESTS
+requests and the action ended half a second ago. Everything stops after 60 s at most. Prints one JSON document: every request as
 [start, end, status, body] (monotonic seconds; the body is "release instance master-pid") or [start, end, "error", message],
 and the action's start and end times, exit code and output.
 """
@@ -21,6 +21,8 @@ DEADLINE = time.monotonic() + 60.0
 TARGET, THREADS, REQUESTS, ACTION_AFTER, ACTION = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 results = []
 lock = threading.Lock()
+action_done = threading.Event()
+action_end = [0.0]
 
 
 def connect():
@@ -52,9 +54,11 @@ def one_request():
 
 
 def worker():
-    for _ in range(REQUESTS):
-        if time.monotonic() > DEADLINE:
+    sent = 0
+    while time.monotonic() < DEADLINE:
+        if sent >= REQUESTS and action_done.is_set() and time.monotonic() > action_end[0] + 0.5:
             break
+        sent += 1
         result = one_request()
         with lock:
             results.append(result)
@@ -68,8 +72,9 @@ while len(results) < ACTION_AFTER and time.monotonic() < DEADLINE and any(t.is_a
     time.sleep(0.01)
 action_start = time.monotonic()
 action = subprocess.run(ACTION, shell=True, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-action_end = time.monotonic()
+action_end[0] = time.monotonic()
+action_done.set()
 for thread in threads:
     thread.join(max(0.0, DEADLINE - time.monotonic()))
 with lock:
-    print(json.dumps({"results": results, "action": [action_start, action_end, action.returncode, action.stdout]}))
+    print(json.dumps({"results": results, "action": [action_start, action_end[0], action.returncode, action.stdout]}))

@@ -78,7 +78,7 @@ def assert_no_failure(host, report):
     results = report["results"]
     failed = [r for r in results if r[2] != 200]
     assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}\n{journal_tail(host, f'{UNIT}@*')}"
-    assert len(results) == 1000
+    assert len(results) >= 1000
 
 
 def assert_one_switch(host, report, old_release, new_release):

@@ -35,6 +35,7 @@ FIGURES = ROOT / ".cache" / "logs" / "stack-load.jsonl"
 MANAGE = "/usr/local/sbin/superbook-manage"
 CURRENT = "/srv/superbook/current"
 UNIT = "gunicorn-superbook"
+INSTANCES = "/var/lib/prodready-gunicorn/superbook"
 THREADS = 20
 MIN_REQUESTS = 3000
 # Seconds between two requests of one client: 20 clients send at most 400 requests/s,
@@ -71,6 +72,20 @@ def release_of(host) -> str:
 
 def current_release(host) -> str:
     return host.check_output(f"readlink {CURRENT}").rsplit("/", 1)[-1]
+
+
+def gunicorn_status(host) -> dict:
+    return json.loads(host.check_output("prodready-gunicorn superbook status"))
+
+
+def live_unit(host) -> str:
+    return f"{UNIT}@{gunicorn_status(host)['live']}"
+
+
+def switch_events(host) -> list[dict]:
+    """What prodready-gunicorn recorded (healthy, switched, stopped), on the shared monotonic clock."""
+    text = host.run(f"cat {INSTANCES}/events.jsonl").stdout
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def psql(host, sql: str) -> str:
@@ -175,20 +190,38 @@ def note(host, label: str, **values) -> dict:
 
 def assert_no_failure(host, results, figure) -> None:
     failed = failures(results)
-    assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}\n{journal_tail(host, UNIT)}"
+    assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}\n{journal_tail(host, UNIT + '@*')}"
     assert len(results) >= MIN_REQUESTS, figure
     assert figure["requests_during_action"] > 0, figure
 
 
-def assert_switches_once(results, t0: float, old: str, new: str) -> None:
-    """/version answered `old` until the action, then `new`, never `old` again once `new` was seen."""
+# Between a request's start at the client and Varnish's connection to Gunicorn.
+PROXY_SLACK = 0.2
+
+
+def assert_switches_once(host, results, t0: float, old: str, new: str) -> None:
+    """/version answered release `old` from one Gunicorn instance until the switch and
+    release `new` from another after it: every request that started before the switch
+    (less PROXY_SLACK) by the old instance, every one after it (plus PROXY_SLACK) by the
+    new one, and the new instance nothing before prodready-gunicorn had found it healthy
+    and moved the front to it. No request failed (assert_no_failure): at no moment did
+    neither instance accept."""
     versions = sorted((r for r in results if r[2] == "/version"), key=lambda r: r[0])
     assert {r[4] for r in versions if r[1] < t0} == {old}
-    new_ends = [r[1] for r in versions if r[4] == new]
-    assert new_ends, f"/version never answered {new}"
-    late_old = [r for r in versions if r[0] > min(new_ends) and r[4] != new]
-    assert not late_old, f"{len(late_old)} requests started after the first {new} answer got {late_old[:3]}"
     assert {r[4] for r in versions} == {old, new}
+    instances = {r[7] for r in versions}
+    first, last = versions[0][7], versions[-1][7]
+    assert instances == {first, last} and first != last, f"instances that answered: {sorted(instances)}"
+    switched = [e for e in switch_events(host) if e["event"] == "switched" and t0 <= e["monotonic"]]
+    assert len(switched) == 1, f"switches during the action: {switched}"
+    healthy = [e for e in switch_events(host) if e["event"] == "healthy" and t0 <= e["monotonic"]]
+    moment = switched[0]["monotonic"]
+    assert healthy and healthy[-1]["monotonic"] <= moment
+    early_new = [r for r in versions if r[7] == last and r[0] < moment - PROXY_SLACK]
+    assert not early_new, f"the new instance answered requests started before the switch: {early_new[:3]}"
+    late_old = [r for r in versions if r[7] == first and r[0] > moment + PROXY_SLACK]
+    assert not late_old, f"the old instance answered requests started after the switch: {late_old[:3]}"
+    assert {r[4] for r in versions if r[7] == last} == {new}
 
 
 # --- fixtures -----------------------------------------------------------------------
@@ -262,8 +295,8 @@ def session_id(host, jar: str) -> str:
 
 # --- the stack as converged -----------------------------------------------------------
 def test_every_service_runs(host):
-    for unit in ["nginx", "varnish", f"{UNIT}.socket", f"{UNIT}.service", "redis-server", "memcached",
-                 "postgresql"]:
+    for unit in ["nginx", "varnish", f"{live_unit(host)}.socket", f"{live_unit(host)}.service",
+                 f"{UNIT}-front.service", "redis-server", "memcached", "postgresql"]:
         assert_running(host, unit)
 
 
@@ -375,7 +408,8 @@ def test_check_deploy_reports_nothing(host):
 
 
 def test_backends_listen_only_on_loopback(host):
-    """PostgreSQL, Redis, Memcached, Gunicorn and Varnish: 127.0.0.1, ::1 or Unix sockets only."""
+    """PostgreSQL, Redis, Memcached, Gunicorn (its live instance: the front 8000 leads to
+    8001 or 8002) and Varnish: 127.0.0.1, ::1 or Unix sockets only."""
     sockets = host.check_output("ss -Htlnup").splitlines()
     seen, exposed = set(), []
     for line in sockets:
@@ -384,13 +418,13 @@ def test_backends_listen_only_on_loopback(host):
         address, port = local.rsplit(":", 1)
         owners = set(re.findall(r'\("([^"]+)"', line))
         backend = owners & {"postgres", "redis-server", "memcached", "gunicorn", "varnishd", "cache-main"} or \
-            port in {"5432", "6379", "11211", "8000", "6081", "6082"}
+            port in {"5432", "6379", "11211", "8000", "8001", "8002", "6081", "6082"}
         if backend:
             seen.add(port)
             if address not in {"127.0.0.1", "[::1]"}:
                 exposed.append(line)
     assert not exposed, "\n".join(exposed)
-    assert {"5432", "6379", "11211", "8000", "6081"} <= seen, seen
+    assert {"5432", "6379", "11211", "6081"} <= seen and seen & {"8001", "8002"}, seen
 
 
 def test_deploy_fact_records_the_release(host):
@@ -409,7 +443,7 @@ def test_deploy_with_a_migration_under_load_drops_nothing(host, releases):
     assert new != old
     figure = record(host, "deploy with a migration", results, t0, t1)
     assert_no_failure(host, results, figure)
-    assert_switches_once(results, t0, old, new)
+    assert_switches_once(host, results, t0, old, new)
     assert psql(host, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'posts_post' "
                       "AND column_name = 'subtitle'") == "1"
     fact = json.loads(host.file("/etc/ansible/facts.d/prodready_deploy.fact").content_string)
@@ -433,7 +467,7 @@ def test_rollback_under_load_drops_nothing(host):
     assert current_release(host) == old
     figure = record(host, "rollback", results, t0, t1)
     assert_no_failure(host, results, figure)
-    assert_switches_once(results, t0, new, old)
+    assert_switches_once(host, results, t0, new, old)
 
 
 def test_failing_migration_stops_the_deploy_before_the_switch(host, releases):
@@ -451,43 +485,42 @@ def test_failing_migration_stops_the_deploy_before_the_switch(host, releases):
     assert {r[4] for r in results if r[2] == "/version"} == {before}
 
 
+def assert_never_served(host, proc, results, before: str) -> None:
+    """The deploy failed at the new instance's health check and no request reached it."""
+    assert proc.returncode != 0
+    output = flat(proc.stdout)
+    assert "did not go live" in output and "Start the release beside the live instance" in output, output[-3000:]
+    assert "GET /healthz answered 503" in output
+    assert f"current still points to {before}, which keeps serving" in output
+    assert current_release(host) == before
+    instance = {r[7] for r in results if r[2] == "/version"}
+    assert {r[4] for r in results if r[2] == "/version"} == {before} and len(instance) == 1, instance
+    assert not [e for e in switch_events(host) if e["event"] == "switched" and e["monotonic"] >= results[0][0]]
+
+
 def test_failing_health_check_stops_the_deploy_before_the_switch(host, releases):
-    """The release's health check is called before the switch: it never serves a request."""
+    """The new instance's health check fails: the release never serves a request."""
     before = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_health']}"),
         "broken-health")
-    assert proc.returncode != 0
-    output = flat(proc.stdout)
-    assert "failed before the switch" in output and "Call the release's health check before the switch" in output, \
-        output[-3000:]
-    assert "GET /healthz answered 503" in output and "broken on purpose" in output
-    assert f"current still points to {before}" in output
-    assert current_release(host) == before
+    assert "broken on purpose" in flat(proc.stdout)
     figure = record(host, "failing health check", results, t0, t1)
     assert_no_failure(host, results, figure)
-    assert {r[4] for r in results if r[2] == "/version"} == {before}
+    assert_never_served(host, proc, results, before)
 
 
-def test_health_check_failing_after_the_switch_puts_the_old_release_back(host, releases):
+def test_release_failing_only_under_gunicorn_never_serves(host, releases):
+    """Healthy in a one-off process, unhealthy under Gunicorn: the check through the new
+    instance's own socket catches it before the front moves."""
     before = current_release(host)
-    proc = playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_under_gunicorn']}",
-                    "-e", "deploy_healthcheck_retries=2", "-e", "deploy_healthcheck_delay=1")  # strings, as users type them
-    assert proc.returncode != 0
-    output = flat(proc.stdout)
-    assert "Wait for the health check to pass" in output, output[-3000:]
-    assert f"current points to {before} again and it answers" in output
-    assert current_release(host) == before
-    # The play ends once Gunicorn serves the old release. Varnish may have judged the
-    # backend sick meanwhile (varnish_probe_*): give it its recovery time, bounded.
-    deadline = time.monotonic() + 60
-    while True:
-        status, _, body = get(host, "/version")
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert status == 200, body[-500:]
-    assert json.loads(body)["release"] == before
+    proc, results, t0, t1 = under_load(
+        host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_under_gunicorn']}"),
+        "broken-under-gunicorn")
+    assert "broken under gunicorn on purpose" in flat(proc.stdout)
+    figure = record(host, "failing only under gunicorn", results, t0, t1)
+    assert_no_failure(host, results, figure)
+    assert_never_served(host, proc, results, before)
 
 
 def test_deploy_from_a_git_tag(host):
@@ -523,8 +556,7 @@ def miss_seconds(host, path: str) -> float:
 
 
 def test_deploy_with_new_requirements_under_load_drops_nothing(host, releases):
-    """New requirements: a new virtualenv, so Gunicorn restarts (its master must start
-    from the new interpreter) while the socket unit holds the connections."""
+    """New requirements: a new virtualenv, which the new instance starts from, like any release."""
     old = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['new_requirements']}"),
@@ -536,7 +568,34 @@ def test_deploy_with_new_requirements_under_load_drops_nothing(host, releases):
         host.file(f"/srv/superbook/releases/{old}/.venv").linked_to
     figure = record(host, "deploy with new requirements", results, t0, t1)
     assert_no_failure(host, results, figure)
-    assert_switches_once(results, t0, old, new)
+    assert_switches_once(host, results, t0, old, new)
+
+
+def test_workers_are_replaced_one_at_a_time_under_load(host):
+    """20 000 requests that reach Gunicorn (/version is never cached), no deploy: with
+    max_requests 400 (molecule/stack/inventory) every worker is replaced several times,
+    and Gunicorn's own log shows never more than one worker leaving or booting at once."""
+    unit = live_unit(host)
+    since = host.check_output("date +%s")
+    proc, results, t0, t1 = shared_under_load(host, lambda: time.sleep(1), "recycling", ["/version"], THREADS,
+                                              INTERVAL, 20000, 600)
+    figure = record(host, "20000 requests, workers recycled", results, t0, t1)
+    assert not failures(results), failures(results)[:5]
+    assert len(results) >= 20000, figure
+    log = host.check_output(f"journalctl -u {unit} --since @{since} --no-pager -o cat")
+    in_flight, most, recycled, replacements = 0, 0, 0, set()
+    for line in log.splitlines():
+        if match := re.search(r"Recycling worker \(pid: (\d+)\)", line):
+            in_flight, recycled = in_flight + 1, recycled + 1
+            most = max(most, in_flight)
+        elif (match := re.search(r"Booting worker with pid: (\d+)", line)) and in_flight > len(replacements):
+            replacements.add(match.group(1))
+        elif (match := re.search(r"Worker ready \(pid: (\d+)\)", line)) and match.group(1) in replacements:
+            replacements.discard(match.group(1))
+            in_flight -= 1
+    note(host, "workers recycled", recycled=recycled, most_at_once=most)
+    assert recycled >= 10, f"only {recycled} workers were replaced: the test proves little\n{log[-3000:]}"
+    assert most == 1, f"{most} workers were replaced at once\n{log[-3000:]}"
 
 
 def test_pages_answer_with_redis_stopped(host):
@@ -567,7 +626,8 @@ def test_cached_pages_answer_from_grace_with_gunicorn_stopped(host):
     path = f"/?grace={uuid.uuid4().hex}"
     assert get(host, path)[0] == 200
     assert get(host, path)[1]["x-cache"] == "HIT"
-    host.check_output(f"systemctl stop {UNIT}.socket {UNIT}.service")
+    unit = live_unit(host)
+    host.check_output(f"systemctl stop {unit}.socket {unit}.service")
     try:
         wait_for_backend(host, "sick")
         # Past the page's max-age (60 s) only grace can answer it.
@@ -582,5 +642,5 @@ def test_cached_pages_answer_from_grace_with_gunicorn_stopped(host):
             time.sleep(5)
         assert get(host, f"/?uncached={uuid.uuid4().hex}")[0] == 503
     finally:
-        host.check_output(f"systemctl start {UNIT}.socket {UNIT}.service")
+        host.check_output(f"systemctl start {unit}.socket {unit}.service")
     wait_for_backend(host, "healthy")
