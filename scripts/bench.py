@@ -13,6 +13,10 @@ Sections (`make bench SCENARIOS="stack serving"`):
   oldnew   the site.yml re-run of today's tree and of a baseline commit (BENCH_BASELINE,
            default 979b655, checked out with `git worktree` in .cache/), same host, same run
   deploys  deploy.yml of a code-only change and of the same source again, default and Mitogen
+  latency  the never-cached URL /version under a bounded load inside the demo container,
+           before and during a code deploy, a deploy with new requirements, a rollback
+           and a failing deploy: quiet, then with site.yml converging a second container
+           (BENCH_BUSY_NAME, prodready-bench-busy) beside it (issue #14)
   serving  wrk inside the demo container against its own loopback: Varnish HIT vs bypass,
            Nginx vs Django for a hashed static file, the role's Gunicorn vs one default
            sync worker, sessions in Redis vs in the database
@@ -25,23 +29,30 @@ chart). Times are wall-clock seconds; the figures are never asserted anywhere.
 Set up by the bench itself: Mitogen and matplotlib in .venv (pinned below), wrk in the
 container. Left behind for the next run: the container (remove it with
 `DEMO_NAME=prodready-bench scripts/demo.sh down`) and the baseline's worktree
-(`git worktree remove --force .cache/bench-baseline`).
-Other knobs: BENCH_WRK_SECONDS (10), BENCH_WRK_WARMUP (2), BENCH_WRK_CONNECTIONS (8).
+(`git worktree remove --force .cache/bench-baseline`). The `latency` section's second
+container is removed when the section ends (its converges log to .cache/bench-busy.log).
+Other knobs: BENCH_WRK_SECONDS (10), BENCH_WRK_WARMUP (2), BENCH_WRK_CONNECTIONS (8),
+BENCH_LATENCY_BEFORE (10), BENCH_LATENCY_MAX_SECONDS (600), BENCH_BUSY_MAX_SECONDS (900),
+BENCH_BUSY_HTTP_PORT/BENCH_BUSY_HTTPS_PORT (9081/9444: the second container's ports).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,13 +85,36 @@ APP = "superbook"
 APP_DIR = f"/srv/{APP}/current"
 ENV_FILE = f"/etc/{APP}/env"
 STATIC_ROOT = f"/srv/{APP}/shared/static"
-GUNICORN_UNIT = f"gunicorn-{APP}.service"
-GUNICORN_TUNED = "127.0.0.1:8000"      # gunicorn_bind of inventories/demo
-GUNICORN_DEFAULT = "127.0.0.1:8001"    # `gunicorn <module>` started by the bench, nothing else
-GUNICORN_SWITCHED = "127.0.0.1:8002"   # the role's config, sessions in the database, Django's static view
+# The role's two instances, gunicorn-superbook@blue and @green; `prodready-gunicorn <app>
+# status` says which one is live (the front leads to it).
+GUNICORN_INSTANCES = f"gunicorn-{APP}"
+GUNICORN_TUNED = "127.0.0.1:8000"      # gunicorn_bind of inventories/demo: the front (to the live instance)
+# The instances listen on the front's port + 1 (blue) and + 2 (green): the bench's own
+# Gunicorns stay clear of 8001 and 8002.
+GUNICORN_DEFAULT = "127.0.0.1:8011"    # `gunicorn <module>` started by the bench, nothing else
+GUNICORN_SWITCHED = "127.0.0.1:8012"   # the role's config, sessions in the database, Django's static view
 BENCH_RUN_DIR = "/run/prodready-bench"
 
-SECTIONS = ("roles", "demo", "stack", "oldnew", "deploys", "serving")
+# latency: the stack tests' load generator (molecule/shared/stackload.py), run in the
+# container as a transient unit: LATENCY_THREADS keep-alive clients, each at most one
+# request per LATENCY_INTERVAL seconds, LATENCY_BEFORE seconds before the action and
+# then until it ends, never longer than LATENCY_MAX_SECONDS.
+STACKLOAD = ROOT / "molecule" / "shared" / "stackload.py"
+LATENCY_DIR = "/run/prodready-bench-latency"
+LATENCY_UNIT = "prodready-bench-latency"
+LATENCY_URL_PATH = "/version"  # never cached (Cache-Control: no-store): Varnish passes it to Gunicorn
+LATENCY_THREADS = 20
+LATENCY_INTERVAL = 0.05
+LATENCY_BEFORE = int(os.environ.get("BENCH_LATENCY_BEFORE", "10"))
+LATENCY_MAX_SECONDS = int(os.environ.get("BENCH_LATENCY_MAX_SECONDS", "600"))
+LATENCY_TARGET_MS = 1000  # issue #14: max during the action at most 1 s above the max before it
+# The busy machine: site.yml converging a second container beside the bench's, in a loop.
+BUSY_NAME = os.environ.get("BENCH_BUSY_NAME", "prodready-bench-busy")
+BUSY_HTTP_PORT = os.environ.get("BENCH_BUSY_HTTP_PORT", "9081")
+BUSY_HTTPS_PORT = os.environ.get("BENCH_BUSY_HTTPS_PORT", "9444")
+BUSY_MAX_SECONDS = int(os.environ.get("BENCH_BUSY_MAX_SECONDS", "900"))
+
+SECTIONS = ("roles", "demo", "stack", "oldnew", "deploys", "latency", "serving")
 # Section titles in docs/benchmarks.md; previous_sections() keys them by the part before " (".
 TITLES = {
     "roles": "Roles",
@@ -88,6 +122,7 @@ TITLES = {
     "stack": "Stack re-run",
     "oldnew": "Old vs new",
     "deploys": "Deploys",
+    "latency": "Latency of the never-cached URL during deploys",
     "serving": "Serving",
 }
 
@@ -168,6 +203,11 @@ class Run:
     tasks: list = field(default_factory=list)  # [(name, seconds)] in the order they ran
     changed: int = 0
     failures: int = 0
+    returncode: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.failures
 
     @property
     def slowest(self) -> list:
@@ -179,9 +219,10 @@ def _iso(value: str) -> datetime.datetime:
 
 
 def playbook(playbook_path: str, *args: str, tree: Path = ROOT, mitogen: bool = False,
-             env_extra: dict | None = None, label: str = "") -> Run:
+             env_extra: dict | None = None, label: str = "", check: bool = True) -> Run:
     """ansible-playbook on the bench container (never another host), with `tree`'s
-    inventories/demo, ansible.cfg and collection link; stops the bench if it fails."""
+    inventories/demo, ansible.cfg and collection link; stops the bench if it fails, unless
+    check is false (a run that must fail: then see Run.ok)."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tree / ".cache" / "collections"),
                ANSIBLE_CONFIG=str(tree / "ansible.cfg"),
                ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
@@ -198,7 +239,7 @@ def playbook(playbook_path: str, *args: str, tree: Path = ROOT, mitogen: bool = 
     except ValueError:
         sys.exit(f"{' '.join(cmd)} (in {tree}) gave no JSON (rc {proc.returncode}):\n"
                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    run = Run(seconds=elapsed)
+    run = Run(seconds=elapsed, returncode=proc.returncode)
     for play in data.get("plays", []):
         for task in play.get("tasks", []):
             info = task["task"]
@@ -212,30 +253,35 @@ def playbook(playbook_path: str, *args: str, tree: Path = ROOT, mitogen: bool = 
     for stats in data.get("stats", {}).values():
         run.changed += stats.get("changed", 0)
         run.failures += stats.get("failures", 0) + stats.get("unreachable", 0)
-    if proc.returncode != 0 or run.failures:
+    if not run.ok:
         failed = [f"{t['task']['name']}: {r.get('msg', '')}"
                   for p in data.get("plays", []) for t in p.get("tasks", [])
                   for r in t.get("hosts", {}).values() if r.get("failed") or r.get("unreachable")]
-        sys.exit(f"{' '.join(cmd)} (in {tree}) failed (rc {proc.returncode}):\n" + "\n".join(failed)[-4000:]
-                 + f"\n{proc.stderr[-2000:]}")
+        if check:
+            sys.exit(f"{' '.join(cmd)} (in {tree}) failed (rc {proc.returncode}):\n" + "\n".join(failed)[-4000:]
+                     + f"\n{proc.stderr[-2000:]}")
+        log(f"{label or playbook_path}: failed after {elapsed:.1f} s (rc {proc.returncode}): "
+            + " / ".join(" ".join(str(f).split()) for f in failed)[-600:])
+        return run
     log(f"{label or playbook_path}: {elapsed:.1f} s, {len(run.tasks)} tasks, changed={run.changed}")
     return run
 
 
-def inventory(tree: Path = ROOT, connection: str = "") -> list[str]:
+def inventory(tree: Path = ROOT, connection: str = "", container: str = NAME) -> list[str]:
     """`-i` options: `tree`'s inventories/demo, then a second source that points its host at
-    the bench container (host variables of a later source win; inventory_dir, hence the
-    demo's secrets, stays the first one's). Never `-e`: extra variables would also apply
-    to the tasks delegated to localhost."""
+    the bench container, or another `container` (host variables of a later source win;
+    inventory_dir, hence the demo's secrets, stays the first one's). Never `-e`: extra
+    variables would also apply to the tasks delegated to localhost."""
     import yaml  # PyYAML comes with ansible-core
 
     hosts = list((yaml.safe_load((tree / "inventories" / "demo" / "hosts.yml").read_text())["all"]["hosts"]))
     if len(hosts) != 1:
         sys.exit(f"{tree}/inventories/demo has {len(hosts)} hosts; the bench expects one")
-    host = {"ansible_host": NAME}
+    host = {"ansible_host": container}
     if connection:
         host["ansible_connection"] = connection
-    target = CACHE / f"bench-target-{tree.name}-{connection or 'inventory'}.yml"
+    other = "" if container == NAME else f"-{container}"
+    target = CACHE / f"bench-target-{tree.name}-{connection or 'inventory'}{other}.yml"
     target.write_text(json.dumps({"all": {"hosts": {hosts[0]: host}}}) + "\n")
     return ["-i", "inventories/demo", "-i", str(target)]
 
@@ -246,6 +292,11 @@ def site(**kwargs) -> Run:
 
 def deploy(source: Path, **kwargs) -> Run:
     return playbook("playbooks/deploy.yml", "-e", f"deploy_source={source}", **kwargs)
+
+
+def rollback(**kwargs) -> Run:
+    """rollback.yml: back to the release deployed before the current one."""
+    return playbook("playbooks/rollback.yml", **kwargs)
 
 
 def ensure_host() -> None:
@@ -462,6 +513,294 @@ def section_deploys() -> str:
         "| --- | --- | --- | --- | --- |\n" + table + "\n")
 
 
+# --- Latency during deploys --------------------------------------------------------------
+
+class BusyHost:
+    """The machine busy with "a converge of another host beside it": a second container
+    (BUSY_NAME, started by scripts/demo.sh's `host` step with the same image and options,
+    fresh, so the first converge is cold) that site.yml converges again and again in the
+    background until the block ends or BUSY_MAX_SECONDS have passed; then the running
+    converge is stopped and the container removed."""
+
+    def __init__(self) -> None:
+        self.env = dict(os.environ, DEMO_NAME=BUSY_NAME, DEMO_HTTP_PORT=BUSY_HTTP_PORT,
+                        DEMO_HTTPS_PORT=BUSY_HTTPS_PORT)
+        self.log_path = CACHE / "bench-busy.log"
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.current = 0.0  # monotonic start of the running converge (0: none)
+        self.runs: list = []  # [start, end, returncode] of each converge, on the monotonic clock
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> BusyHost:
+        self._remove()
+        try:
+            timed("bash", ROOT / "scripts" / "demo.sh", "host", env=self.env)
+            self.cmd = [str(VENV_BIN / "ansible-playbook"), *inventory(connection="docker", container=BUSY_NAME),
+                        "playbooks/site.yml"]
+        except BaseException:
+            self._remove()
+            raise
+        log(f"{BUSY_NAME}: site.yml in a loop beside {NAME} (log: {self.log_path.relative_to(ROOT)})")
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + BUSY_MAX_SECONDS
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(CACHE / "collections"),
+                   ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+        with self.log_path.open("w") as out:
+            while True:
+                with self.lock:
+                    if self.stopping.is_set() or time.monotonic() >= deadline:
+                        break
+                    self.current = time.monotonic()
+                    # Its own process group: stopping it stops ansible's forks too.
+                    self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                try:
+                    code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._stop(self.proc)
+                    code = self.proc.wait()
+                with self.lock:
+                    self.runs.append([self.current, time.monotonic(), code])
+                    self.current = 0.0
+                if code != 0:
+                    self.stopping.wait(5)  # a failing converge is not started again in a tight loop
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        """TERM, then KILL, to the process group of a converge this object started."""
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            if proc.poll() is not None:
+                return
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def share(self, t0: float, t1: float) -> float:
+        """The part of [t0, t1] during which a converge of the other host ran."""
+        with self.lock:
+            spans = [(start, end) for start, end, _ in self.runs]
+            if self.current:
+                spans.append((self.current, time.monotonic()))
+        busy = sum(max(0.0, min(end, t1) - max(start, t0)) for start, end in spans)
+        return busy / (t1 - t0) if t1 > t0 else 0.0
+
+    def summary(self) -> dict:
+        """Converges that passed, failed, or were stopped when the block ended."""
+        with self.lock:
+            codes = [code for _, _, code in self.runs]
+        return {"passed": codes.count(0), "failed": sum(1 for c in codes if c > 0),
+                "stopped": sum(1 for c in codes if c < 0)}
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.stopping.set()
+            proc = self.proc
+        if proc is not None:
+            self._stop(proc)
+        self.thread.join(timeout=120)
+        self._remove()
+        log(f"{BUSY_NAME}: converges {self.summary()}; container removed")
+
+    @staticmethod
+    def _remove() -> None:
+        subprocess.run(["docker", "rm", "-f", BUSY_NAME], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_in_host(path: str, seconds: int) -> bool:
+    """Whether `path` exists in the bench container within `seconds`."""
+    script = (f"for _ in $(seq 1 {seconds * 2}); do test -e {path} && break; sleep 0.5; done; "
+              f"test -e {path} && echo yes")
+    return in_host(script, check=False, timeout=seconds + 60).strip() == "yes"
+
+
+def stop_load() -> None:
+    in_host(f"systemctl stop {LATENCY_UNIT} 2>/dev/null; systemctl reset-failed {LATENCY_UNIT} 2>/dev/null; true",
+            check=False)
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile (share 0.99: p99)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def latency_figures(results: list, t0: float, t1: float) -> dict:
+    """stackload.py's rows [start, end, path, status, release, error, retried, instance]
+    against the action's span [t0, t1]: before = ended by t0, during = overlapping it."""
+    before = [r for r in results if r[1] <= t0]
+    during = [r for r in results if r[0] < t1 and r[1] > t0]
+
+    def failed(rows: list) -> int:
+        return sum(1 for r in rows if r[5] or not 200 <= r[3] < 400)
+
+    figures = {"seconds": round(t1 - t0, 1), "requests": len(before) + len(during),
+               "failed": failed(before) + failed(during)}
+    for name, rows in (("before", before), ("during", during)):
+        ms = [(r[1] - r[0]) * 1000 for r in rows]
+        figures[f"requests_{name}"] = len(rows)
+        figures[f"failed_{name}"] = failed(rows)
+        figures[f"p99_{name}"] = round(percentile(ms, 0.99), 1) if ms else None
+        figures[f"max_{name}"] = round(max(ms), 1) if ms else None
+    figures["target_met"] = (figures["max_before"] is not None and figures["max_during"] is not None
+                             and figures["max_during"] <= figures["max_before"] + LATENCY_TARGET_MS)
+    # Which Gunicorn instances ("colour:master pid") answered during the action.
+    figures["instances_during"] = sorted({r[7] for r in during if r[7]})
+    # The load ran until the action ended (not cut by LATENCY_MAX_SECONDS).
+    figures["load_to_the_end"] = bool(results) and max(r[1] for r in results) >= t1 - 1
+    return figures
+
+
+def under_load(label: str, action, busy: BusyHost | None = None) -> tuple[Run, dict]:
+    """Run action() while stackload.py, in the bench container, sends GET /version to its
+    Nginx (127.0.0.1:443): LATENCY_BEFORE seconds before, then until action() returns.
+    The container shares the controller's kernel, hence its monotonic clock: the
+    requests' times and the action's span [t0, t1] compare directly."""
+    out = f"{LATENCY_DIR}/{label}.json"
+    stop_load()
+    in_host(f"rm -f {out} {out}.* && systemd-run --quiet --collect --unit {LATENCY_UNIT} "
+            f"python3 {LATENCY_DIR}/stackload.py {out} {LATENCY_THREADS} {LATENCY_INTERVAL} 1 "
+            f"{LATENCY_MAX_SECONDS} {LATENCY_URL_PATH}")
+    try:
+        if not wait_in_host(f"{out}.started", 60):
+            sys.exit(f"{label}: the load generator did not start:\n"
+                     + in_host(f"journalctl -u {LATENCY_UNIT} --no-pager -n 30", check=False))
+        time.sleep(LATENCY_BEFORE)
+        t0 = time.monotonic()
+        try:
+            run = action()
+        finally:
+            t1 = time.monotonic()
+            in_host(f"touch {out}.stop", check=False)
+        if not wait_in_host(out, LATENCY_MAX_SECONDS + 60):
+            sys.exit(f"{label}: the load generator did not finish")
+        results = json.loads(in_host(f"cat {out}"))["results"]
+    finally:
+        stop_load()
+    figures = latency_figures(results, t0, t1)
+    figures["action_ok"] = run.ok
+    if busy is not None:
+        figures["busy_share"] = round(busy.share(t0, t1), 2)
+    if not figures["requests_before"] or figures["failed_before"] == figures["requests_before"]:
+        errors = sorted({r[5] or str(r[3]) for r in results})[:5]
+        sys.exit(f"{label}: no request answered before the action ({errors}); is the stack up?")
+    log(f"{label}: {figures['requests']} requests, {figures['failed']} failed; p99/max before "
+        f"{figures['p99_before']}/{figures['max_before']} ms, "
+        f"during {figures['p99_during']}/{figures['max_during']} ms")
+    return run, figures
+
+
+LATENCY_ACTIONS = {
+    "code": "deploy.yml, code change",
+    "requirements": "deploy.yml, new requirements (new virtualenv)",
+    "rollback": "rollback.yml",
+    "failing": "deploy.yml, health check answers 503 (must fail)",
+}
+
+
+def latency_actions(machine: str, busy: BusyHost | None = None) -> dict:
+    """Each of LATENCY_ACTIONS under load, in order, then a deploy back to examples/superbook.
+    Every copy carries the machine and the time: a new release (and, for the new
+    requirements, a new virtualenv) each run."""
+    stamp = f"{machine}, {datetime.datetime.now().isoformat(timespec='seconds')}"
+    code = code_change("bench-latency-code", f"latency bench: a code change ({stamp})")
+    requirements = code_change("bench-latency-requirements", f"latency bench: new requirements ({stamp})")
+    with (requirements / "requirements.txt").open("a") as handle:
+        handle.write(f"# latency bench ({stamp}): another requirements file, another virtualenv\n")
+    failing = code_change("bench-latency-failing", f"latency bench: a failing health check ({stamp})")
+    views = failing / "posts" / "views.py"
+    text = views.read_text()
+    if "def healthz(request):\n" not in text:
+        sys.exit(f"{views}: no `def healthz(request):` to break")
+    views.write_text(text.replace(
+        "def healthz(request):\n",
+        "def healthz(request):\n    return JsonResponse({'status': 'broken on purpose'}, status=503)\n", 1))
+    actions = {
+        "code": lambda: deploy(code, label=f"{LATENCY_ACTIONS['code']} ({machine})"),
+        "requirements": lambda: deploy(requirements, label=f"{LATENCY_ACTIONS['requirements']} ({machine})"),
+        "rollback": lambda: rollback(label=f"{LATENCY_ACTIONS['rollback']} ({machine})"),
+        "failing": lambda: deploy(failing, check=False, label=f"{LATENCY_ACTIONS['failing']} ({machine})"),
+    }
+    figures = {}
+    try:
+        for key, action in actions.items():
+            run, figures[key] = under_load(f"{machine}-{key}", action, busy)
+            if key == "failing" and run.ok:
+                log(f"{machine}: the deploy with a failing health check did NOT fail")
+        deploy(ROOT / "examples" / "superbook",
+               label=f"deploy.yml back to examples/superbook ({machine}, not measured)")
+    finally:
+        for copy in (code, requirements, failing):
+            shutil.rmtree(copy, ignore_errors=True)
+    return figures
+
+
+def section_latency() -> str:
+    # The release of today's examples/superbook to start from.
+    deploy(ROOT / "examples" / "superbook", label="deploy.yml of examples/superbook (not measured)")
+    script = base64.b64encode(STACKLOAD.read_bytes()).decode()
+    in_host(f"install -d -m 0700 {LATENCY_DIR} && echo {script} | base64 -d > {LATENCY_DIR}/stackload.py")
+    data = {}
+    try:
+        data["quiet"] = latency_actions("quiet")
+        busy = BusyHost()
+        with busy:
+            time.sleep(5)  # the other host's converge under way before the first "before" window
+            data["busy"] = latency_actions("busy", busy)
+        data["busy_converges"] = busy.summary()
+    finally:
+        stop_load()
+        in_host(f"rm -rf {LATENCY_DIR}", check=False)
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    rows, met = [], 0
+    for machine in ("quiet", "busy"):
+        for key, label in LATENCY_ACTIONS.items():
+            f = data[machine][key]
+            met += f["target_met"]
+            where = machine
+            if machine == "busy" and f.get("busy_share", 1) < 0.95:
+                where += f" (a converge ran for {f['busy_share']:.0%} of it)"
+            what = f"{label}, {f['seconds']:.0f} s"
+            if key == "failing" and f["action_ok"]:
+                what += ", **did not fail**"
+            if not f["load_to_the_end"]:
+                what += f", load stopped at {LATENCY_MAX_SECONDS} s"
+            rows.append(f"| {where} | {what} | {f['requests']} | {f['failed']} | {ms(f['p99_before'])} | "
+                        f"{ms(f['max_before'])} | {ms(f['p99_during'])} | {ms(f['max_during'])} | "
+                        f"{'yes' if f['target_met'] else '**no**'} |")
+    converges = data["busy_converges"]
+    return (
+        "\n## Latency of the never-cached URL during deploys (quiet and busy)\n" + data_comment(data) + "\n"
+        + measured() +
+        f"`molecule/shared/stackload.py` runs inside the bench's container: {LATENCY_THREADS} keep-alive clients, "
+        f"each at most one `GET {LATENCY_URL_PATH}` (Cache-Control: no-store, so Varnish passes it to Gunicorn) "
+        f"every {LATENCY_INTERVAL * 1000:.0f} ms, to Nginx on 127.0.0.1:443, from {LATENCY_BEFORE} s before each "
+        "action until it ends; a request's latency is its end minus its start on the monotonic clock. "
+        "Before: the requests that ended before the action started; during: those that overlap it. "
+        "Failed: not 2xx/3xx or a socket error (10 s client timeout), before and during. "
+        "The actions run in order on the demo host, through the collection's playbooks; the failing deploy "
+        "(`/healthz` answers 503) must stop before the switch. Busy: the same list again while `site.yml` "
+        f"converges a second container (`{BUSY_NAME}`, new, so its first converge is cold) in a loop beside it "
+        f"({converges['passed']} converges passed, {converges['failed']} failed, {converges['stopped']} stopped "
+        "at the end). Issue #14's target: the maximum during the action at most "
+        f"{LATENCY_TARGET_MS / 1000:.0f} s above the maximum before it.\n\n"
+        "| Machine | Action | Requests | Failed | p99 before (ms) | max before (ms) | p99 during (ms) "
+        "| max during (ms) | Target met |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows) + "\n\n"
+        f"Target met in {met} of {len(rows)} actions.\n")
+
+
 # --- Serving ---------------------------------------------------------------------------
 
 def to_ms(value: str) -> float:
@@ -526,10 +865,24 @@ def wsgi_module() -> str:
     return tuned_argv()[-1]
 
 
+def live_unit() -> str:
+    """The unit of the live Gunicorn instance (the one the front leads to)."""
+    out = in_host(f"prodready-gunicorn {APP} status")
+    live = json.loads(out).get("live")
+    if live not in ("blue", "green"):
+        sys.exit(f"prodready-gunicorn {APP} status: no live instance:\n{out}")
+    return f"{GUNICORN_INSTANCES}@{live}.service"
+
+
 def tuned_argv() -> list[str]:
-    """The role's Gunicorn command line, from its unit (`gunicorn --config <file> <module>`)."""
-    show = in_host(f"systemctl show -p ExecStart --value {GUNICORN_UNIT}")
-    return shlex.split(re.search(r"argv\[\]=(.*?) ;", show).group(1))
+    """The role's Gunicorn command line, from the live instance's unit
+    (`gunicorn --config <file> <module>`)."""
+    unit = live_unit()
+    show = in_host(f"systemctl show -p ExecStart --value {unit}")
+    match = re.search(r"argv\[\]=(.*?) ;", show)
+    if not match:
+        sys.exit(f"{unit}: no ExecStart command line in `systemctl show`:\n{show}")
+    return shlex.split(match.group(1))
 
 
 def new_session(env_file: str) -> tuple[str, str]:
@@ -847,7 +1200,8 @@ def main(names: list[str]) -> None:
         if section != "demo":
             ensure_host()
         new[section] = {"demo": section_demo, "stack": section_stack, "oldnew": section_oldnew,
-                        "deploys": section_deploys, "serving": section_serving}[section]()
+                        "deploys": section_deploys, "latency": section_latency,
+                        "serving": section_serving}[section]()
     # A section that was not measured this time keeps its last figures.
     body = {}
     for section in SECTIONS:
