@@ -3,8 +3,11 @@ through Nginx -> Varnish -> Gunicorn -> PostgreSQL/Redis, then deploys, a rollba
 and outages under a bounded load sent from inside the container to 127.0.0.1:443.
 
 The tests run in file order and build on each other: release r1 (examples/superbook
-as converged), r2 (a new migration, deployed under load), back to r1 (rollback), two
-broken releases that must not go live, then Redis and Gunicorn outages.
+as converged), r2 (a new migration, deployed under load), back to r1 (rollback), three
+broken releases that must not go live, a release with new requirements, 20 000 requests
+with workers replaced one at a time, then Redis and Gunicorn outages. Each deploy under
+load is followed request by request: which Gunicorn instance answered /version, against
+the moment prodready-gunicorn recorded the switch.
 """
 
 from __future__ import annotations
