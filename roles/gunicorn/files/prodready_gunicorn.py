@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Blue/green Gunicorn instances of one app, behind a front address that moves at once.
 
     prodready-gunicorn APP status
