@@ -27,6 +27,7 @@ SCENARIOS = sorted((p.parent.name for p in (ROOT / "molecule").glob("*/molecule.
 # PRODREADY_MITOGEN=0 runs every scenario on the default strategy, =1 every one under Mitogen.
 DEFAULT_STRATEGY = {
     "stack": "covers ansible-core's default strategy, the way the collection is used without Mitogen",
+    "projects": "links its own inventory like stack: the docker connection by its FQCN, which Mitogen leaves alone",
 }
 
 

@@ -74,6 +74,11 @@ class EnvConfigTests(SimpleTestCase):
         db = database_from_url("postgresql://django@%2Frun%2Fpostgresql:5432/django")
         self.assertEqual((db["HOST"], db["PORT"], db["USER"], db["PASSWORD"]), ("/run/postgresql", "5432", "django", ""))
 
+    def test_unix_socket_in_the_query(self):
+        db = database_from_url("postgres://superbook@/superbook?host=/run/postgresql")
+        self.assertEqual((db["HOST"], db["PORT"], db["NAME"]), ("/run/postgresql", "", "superbook"))
+        self.assertNotIn("host", db["OPTIONS"])
+
     def test_ipv6_host(self):
         self.assertEqual(database_from_url("postgres://u:p@[::1]:5433/d")["HOST"], "::1")
 

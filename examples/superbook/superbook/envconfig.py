@@ -82,7 +82,8 @@ def database_from_url(url, conn_max_age=60):
     """DATABASE_URL -> one DATABASES entry.
 
     postgres://user:password@host:5432/name?sslmode=require  (also postgresql://)
-    postgres://user@%2Frun%2Fpostgresql/name                 (Unix socket directory)
+    postgres://user@/name?host=/run/postgresql               (Unix socket directory)
+    postgres://user@%2Frun%2Fpostgresql/name                 (the same, older form)
     sqlite:////absolute/path.db   sqlite:///:memory:
     """
     parts = urlsplit(url.strip())
@@ -108,7 +109,7 @@ def database_from_url(url, conn_max_age=60):
             "NAME": unquote(parts.path[1:]),
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
-            "HOST": _split_hostport(parts.netloc),
+            "HOST": _split_hostport(parts.netloc) or options.pop("host", ""),
             "PORT": str(port or ""),
             "OPTIONS": options,
             # Persistent connections, checked before reuse so a restarted PostgreSQL

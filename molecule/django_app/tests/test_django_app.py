@@ -1,6 +1,7 @@
 """What a Django app and the deploy role rely on from django_app, checked on the converged
 hosts: the user, the layout, the environment file read by systemd and by a shell, and a real
-Django project on the settings snippet passing `manage.py check --deploy`."""
+Django project under the deploy role's settings overlay (roles/deploy/files/_prodready)
+passing `manage.py check --deploy`."""
 
 import base64
 import json
@@ -17,7 +18,7 @@ ENV_FILE = f"/etc/{APP}/env"
 SECRET_KEY = "molecule-Sk3y-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ"
 DB_PASSWORD = 'p@ss:w/rd "x" $y #z'
 TRICKY = "two  spaces \"double\" 'single' $HOME ${USER} #not-a-comment back\\slash `uname` end"
-FILES = Path(__file__).resolve().parents[3] / "roles" / "django_app" / "files"
+OVERLAY = Path(__file__).resolve().parents[3] / "roles" / "deploy" / "files" / "_prodready"
 VENV = "/opt/prodready-django-check"
 PROJECT = "/opt/prodready-django-check-project"
 
@@ -113,6 +114,7 @@ def test_env_file_holds_the_settings_contract(host):
         "DJANGO_ALLOWED_HOSTS": "shop.example.com,www.shop.example.com",
         "DJANGO_CSRF_TRUSTED_ORIGINS": "https://shop.example.com",
         "CACHE_URL": "redis://:redis-pass@127.0.0.1:6379/0",
+        "REDIS_URL": "redis://:redis-pass@127.0.0.1:6379/0",
         "DJANGO_SESSION_CACHE": "1",
         "DJANGO_STATIC_ROOT": f"{ROOT}/shared/static",
         "DJANGO_MEDIA_ROOT": f"{ROOT}/shared/media",
@@ -146,7 +148,9 @@ def test_local_fact_has_the_layout_and_no_secret(host):
     assert facts["static_root"] == f"{ROOT}/shared/static" and facts["user"] == APP
 
 
-# --- A real Django project on the settings snippet ------------------------------------
+# --- A real Django project under the settings overlay --------------------------------
+# A project that knows nothing of the environment file: its settings are a package with
+# a base module, and the overlay the deploy role puts into each release sets the rest.
 
 BASE_SETTINGS = """
 BASE_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -164,6 +168,12 @@ TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIR
               "OPTIONS": {"context_processors": ["django.template.context_processors.request"]}}]
 STATIC_URL = "static/"
 MEDIA_URL = "media/"
+STATIC_ROOT = BASE_DIR / "static"
+STORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"}}
+SECRET_KEY = "django-insecure-of-the-project"
+DEBUG = True
+ALLOWED_HOSTS = ["*"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 """
@@ -176,7 +186,7 @@ urlpatterns = [path("", lambda request: HttpResponse("ok"))]
 
 MANAGE = """
 import os, sys
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings.production")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings.base")
 from django.core.management import execute_from_command_line
 execute_from_command_line(sys.argv)
 """
@@ -210,6 +220,11 @@ other = client.get("/", HTTP_HOST="evil.example.net", HTTP_X_FORWARDED_PROTO="ht
 result["http"] = [plain_http.status_code, plain_http.get("Location")]
 result["https"] = [https.status_code, https.content.decode(), https.get("Strict-Transport-Security")]
 result["other_host"] = other.status_code
+# The built-in health check, over plain HTTP with any host name: no PostgreSQL and no Redis here.
+health = client.get("/healthz", HTTP_HOST="10.0.0.1:8001")
+result["health"] = [health.status_code, json.loads(health.content)]
+result["own"] = {"debug": settings.DEBUG, "static_root": str(settings.STATIC_ROOT),
+                 "secret_is_the_hosts": settings.SECRET_KEY != "django-insecure-of-the-project"}
 print("RESULT" + json.dumps(result))
 """
 
@@ -222,7 +237,7 @@ def put(host, path, text, mode="0644"):
 @pytest.fixture(scope="module")
 def project(host):
     """Django, redis and psycopg in a venv (pip trusts the test bed's proxy through the common
-    role's CA certificates), and a project whose production settings are the role's snippet."""
+    role's CA certificates), and a project with the deploy role's _prodready package beside manage.py."""
     if not host.file(f"{VENV}/bin/django-admin").exists:
         host.check_output(f"python3 -m venv {VENV}")
         pip = host.run(f"{VENV}/bin/pip install --disable-pip-version-check -q 'django>=4.2' redis 'psycopg[binary]'")
@@ -232,14 +247,18 @@ def project(host):
     put(host, f"{PROJECT}/proj/urls.py", URLS)
     put(host, f"{PROJECT}/proj/settings/__init__.py", "")
     put(host, f"{PROJECT}/proj/settings/base.py", BASE_SETTINGS)
-    put(host, f"{PROJECT}/proj/settings/production.py", (FILES / "settings_snippet.py").read_text())
-    put(host, f"{PROJECT}/prodready_cache.py", (FILES / "prodready_cache.py").read_text())
+    for module in OVERLAY.glob("*.py"):
+        put(host, f"{PROJECT}/_prodready/{module.name}", module.read_text())
     return PROJECT
 
 
 def manage(host, *args):
-    """manage.py as the app user, with the environment file loaded by a shell."""
-    script = f"set -a; . {ENV_FILE}; set +a; cd {PROJECT} && {VENV}/bin/python manage.py " + " ".join(
+    """manage.py as the app user, with the environment file loaded by a shell and the
+    settings module the deploy role writes into a release's .prodready-env."""
+    script = (f"set -a; . {ENV_FILE}; DJANGO_SETTINGS_MODULE=_prodready.settings "
+              f"PRODREADY_PROJECT_SETTINGS=proj.settings.base "
+              f"PRODREADY_HEALTHCHECK_PATH=/healthz; set +a; cd {PROJECT} && {VENV}/bin/python manage.py ")
+    script += " ".join(
         shlex.quote(a) for a in args
     )
     return host.run(as_user(APP, script))
@@ -251,7 +270,7 @@ def test_check_deploy_finds_no_issue(host, project):
     assert "System check identified no issues" in result.stdout
 
 
-def test_settings_snippet_in_production(host, project):
+def test_settings_overlay_sets_what_the_host_owns(host, project):
     result = manage(host, "shell", "-c", PROBE)
     assert result.rc == 0, result.stdout + result.stderr
     probe = json.loads(result.stdout.split("RESULT", 1)[1])
@@ -269,3 +288,6 @@ def test_settings_snippet_in_production(host, project):
     assert probe["http"] == [301, "https://shop.example.com/"]
     assert probe["https"] == [200, "ok", "max-age=31536000; includeSubDomains; preload"]
     assert probe["other_host"] == 400
+    # What the host owns replaces the project's values; the health check needs no host name.
+    assert probe["own"] == {"debug": False, "static_root": f"{ROOT}/shared/static", "secret_is_the_hosts": True}
+    assert probe["health"] == [503, {"status": "error", "database": "error", "cache": "degraded"}]

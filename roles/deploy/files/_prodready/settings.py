@@ -1,0 +1,61 @@
+"""The settings overlay: the project's own settings, then what the host owns.
+
+With deploy_django_settings: overlay (the default), the deploy role sets, in the
+release's .prodready-env, DJANGO_SETTINGS_MODULE=_prodready.settings and
+PRODREADY_PROJECT_SETTINGS to the project's own module (deploy_django_settings_module,
+or the one manage.py names). That module is imported as it is, with everything it
+defines (apps, middleware, templates, its own storages...); then the values of
+/etc/<app>/env, written by the django_app role, replace the ones the host owns:
+the secret key, debug, host names, the database, the default cache, sessions, where
+static and media files live, HTTPS behind Nginx, and errors in the journal.
+Nothing is written into the project.
+"""
+
+import importlib
+import os
+
+from _prodready.environment import cache_from_url, database_from_url, env_bool, env_list
+
+_project = importlib.import_module(os.environ["PRODREADY_PROJECT_SETTINGS"])
+globals().update({name: value for name, value in vars(_project).items() if name.isupper()})
+
+SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+DEBUG = env_bool("DJANGO_DEBUG")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+DATABASES = {**globals().get("DATABASES", {}), "default": database_from_url(os.environ["DATABASE_URL"])}
+if os.environ.get("CACHE_URL"):
+    CACHES = {**globals().get("CACHES", {}), "default": cache_from_url(os.environ["CACHE_URL"])}
+    if env_bool("DJANGO_SESSION_CACHE"):
+        # Reads from the cache, writes through to the database: sessions survive a cache outage.
+        SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+# Outside the release, which is read-only: shared by every release, kept across deploys.
+STATIC_ROOT = os.environ["DJANGO_STATIC_ROOT"]
+MEDIA_ROOT = os.environ["DJANGO_MEDIA_ROOT"]
+
+# HTTPS: Nginx terminates TLS and sets X-Forwarded-Proto (roles/nginx).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", True)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", True)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
+
+# The built-in health check answers its path ahead of the project's URLs, its
+# middleware, ALLOWED_HOSTS and the HTTPS redirect (the check comes over the socket).
+if os.environ.get("PRODREADY_HEALTHCHECK_PATH"):
+    MIDDLEWARE = ["_prodready.health.HealthCheckMiddleware", *globals().get("MIDDLEWARE", [])]
+
+# Django's errors to stderr, which systemd writes to the journal, unless the project
+# configures logging itself.
+if "LOGGING" not in globals():
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"journal": {"class": "logging.StreamHandler"}},
+        "root": {"handlers": ["journal"], "level": "WARNING"},
+        "loggers": {"django": {"handlers": ["journal"], "level": "WARNING", "propagate": False}},
+    }
