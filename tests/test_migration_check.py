@@ -78,11 +78,11 @@ UNSAFE = {
                            [("AlterField", "posts.Post.body")]),
     "add-field-not-null": ('migrations.AddField("post", "slug", models.SlugField(default="post"))',
                            [("AddField", "posts.Post.slug")]),
-    "add-foreign-key-not-null": ('migrations.AddField("post", "note", models.ForeignKey("posts.note", '
-                                 'on_delete=models.CASCADE, default=1))', [("AddField", "posts.Post.note")]),
+    "add-foreign-key-not-null": (('migrations.AddField("post", "note", models.ForeignKey("posts.note", '
+                                  'on_delete=models.CASCADE, default=1))'), [("AddField", "posts.Post.note")]),
     "remove-field-in-database-operations": (
-        'migrations.SeparateDatabaseAndState(state_operations=[migrations.RemoveField("post", "subtitle")], '
-        'database_operations=[migrations.RemoveField("post", "subtitle")])',
+        ('migrations.SeparateDatabaseAndState(state_operations=[migrations.RemoveField("post", "subtitle")], '
+         'database_operations=[migrations.RemoveField("post", "subtitle")])'),
         [("RemoveField", "posts.Post.subtitle")]),
 }
 SAFE = {
@@ -140,10 +140,10 @@ def template(tmp_path_factory):
     return path
 
 
-def manage(project, *args, allow=""):
+def manage(path, *args, allow=""):
     env = dict(os.environ, PRODREADY_ALLOW_MIGRATIONS=allow,
                PYTHONPATH=str(ROOT / "roles" / "deploy" / "files"), PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=path, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

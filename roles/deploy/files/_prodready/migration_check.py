@@ -136,15 +136,14 @@ def report(allow):
     """pending, unsafe and allowed for the default database, `allow` being the value of
     PRODREADY_ALLOW_MIGRATIONS."""
     executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    # To the leaf nodes: the unapplied migrations only, forwards, in the order `migrate` takes.
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     # The state of the applied migrations, as `migrate` starts from it (the loader's
-    # project_state() would hold only the ancestors of one node, not every app).
-    state = executor._create_project_state(with_applied_migrations=True)
+    # project_state() holds the ancestors of given nodes, not every app's applied ones).
+    state = executor._create_project_state(with_applied_migrations=True)  # pylint: disable=protected-access
     allowed = {label.strip() for label in allow.split(",") if label.strip()}
     result = {"pending": [], "unsafe": [], "allowed": []}
-    for migration, backwards in plan:
-        if backwards:  # a plan to the leaf nodes only goes forwards; this is a safeguard
-            continue
+    for migration, _ in plan:
         label = f"{migration.app_label}.{migration.name}"
         result["pending"].append(label)
         key = "allowed" if "all" in allowed or label in allowed else "unsafe"
