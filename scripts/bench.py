@@ -20,8 +20,11 @@ Sections (`make bench SCENARIOS="stack serving"`):
   serving  wrk inside the demo container against its own loopback: Varnish HIT vs bypass,
            Nginx vs Django for a hashed static file, the role's Gunicorn vs one default
            sync worker, sessions in Redis vs in the database
+  venv     a release's virtualenv built as the deploy role builds it, pip vs uv, with an empty
+           cache (cold) and the cache kept (warm), for molecule/projects/layouts/wagtail on a
+           throwaway Debian 13 container (BENCH_VENV_NAME, bench-venv; no systemd, no converge)
 
-Every section but `roles` runs on its own container, BENCH_NAME (prodready-bench) on
+Every section but `roles` and `venv` runs on its own container, BENCH_NAME (prodready-bench) on
 127.0.0.1:BENCH_HTTP_PORT/BENCH_HTTPS_PORT (9080/9443), never on `make demo`'s.
 A section that is not measured this time keeps its last figures (and its place in the
 chart). Times are wall-clock seconds; the figures are never asserted anywhere.
@@ -30,8 +33,9 @@ Set up by the bench itself: Mitogen and matplotlib in .venv (pinned below), wrk 
 container. Left behind for the next run: the container (remove it with
 `DEMO_NAME=prodready-bench scripts/demo.sh down`) and the baseline's worktree
 (`git worktree remove --force .cache/bench-baseline`). The `latency` section's second
-container is removed when the section ends (its converges log to .cache/bench-busy.log).
-Other knobs: BENCH_WRK_SECONDS (10), BENCH_WRK_WARMUP (2), BENCH_WRK_CONNECTIONS (8),
+container is removed when the section ends (its converges log to .cache/bench-busy.log), and
+so is the `venv` section's. Other knobs: BENCH_VENV_RUNS (3: cold builds per installer, and
+as many warm ones), BENCH_WRK_SECONDS (10), BENCH_WRK_WARMUP (2), BENCH_WRK_CONNECTIONS (8),
 BENCH_LATENCY_BEFORE (10), BENCH_LATENCY_MAX_SECONDS (600), BENCH_BUSY_MAX_SECONDS (900),
 BENCH_BUSY_HTTP_PORT/BENCH_BUSY_HTTPS_PORT (9081/9444: the second container's ports).
 """
@@ -114,7 +118,16 @@ BUSY_HTTP_PORT = os.environ.get("BENCH_BUSY_HTTP_PORT", "9081")
 BUSY_HTTPS_PORT = os.environ.get("BENCH_BUSY_HTTPS_PORT", "9444")
 BUSY_MAX_SECONDS = int(os.environ.get("BENCH_BUSY_MAX_SECONDS", "900"))
 
-SECTIONS = ("roles", "demo", "stack", "oldnew", "deploys", "latency", "serving")
+# venv: a throwaway Debian 13 container (no systemd: `sleep infinity`), the deploy role's two
+# installers, VENV_RUNS cold builds of each, interleaved, then as many warm ones.
+VENV_NAME = os.environ.get("BENCH_VENV_NAME", "bench-venv")
+VENV_IMAGE = "prodready/debian:13"
+VENV_RUNS = int(os.environ.get("BENCH_VENV_RUNS", "3"))
+VENV_PROJECT = ROOT / "molecule" / "projects" / "layouts" / "wagtail"
+VENV_DIR = "/bench"  # in the container: requirements.txt, the virtualenvs, the caches
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+SECTIONS = ("roles", "demo", "stack", "oldnew", "deploys", "latency", "serving", "venv")
 # Section titles in docs/benchmarks.md; previous_sections() keys them by the part before " (".
 TITLES = {
     "roles": "Roles",
@@ -124,6 +137,7 @@ TITLES = {
     "deploys": "Deploys",
     "latency": "Latency of the never-cached URL during deploys",
     "serving": "Serving",
+    "venv": "Virtualenv builds",
 }
 
 
@@ -166,12 +180,12 @@ def demo(step: str) -> float:
     return timed("bash", ROOT / "scripts" / "demo.sh", step, env=demo_env())
 
 
-def in_host(script: str, *, check: bool = True, timeout: int = 300) -> str:
-    """A bash script run as root inside the bench container; its stdout."""
-    proc = subprocess.run(["docker", "exec", NAME, "bash", "-c", script], text=True, timeout=timeout,
+def in_host(script: str, *, check: bool = True, timeout: int = 300, container: str = NAME) -> str:
+    """A bash script run as root inside the bench container (or another `container`); its stdout."""
+    proc = subprocess.run(["docker", "exec", container, "bash", "-c", script], text=True, timeout=timeout,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if check and proc.returncode != 0:
-        sys.exit(f"in {NAME}: {script}\nfailed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        sys.exit(f"in {container}: {script}\nfailed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return proc.stdout
 
 
@@ -1197,11 +1211,11 @@ def main(names: list[str]) -> None:
         if section == "roles":
             new["roles"] = section_roles(roles, kept.get(TITLES["roles"], ""))
             continue
-        if section != "demo":
+        if section not in ("demo", "venv"):  # venv: a throwaway container of its own
             ensure_host()
         new[section] = {"demo": section_demo, "stack": section_stack, "oldnew": section_oldnew,
                         "deploys": section_deploys, "latency": section_latency,
-                        "serving": section_serving}[section]()
+                        "serving": section_serving, "venv": section_venv}[section]()
     # A section that was not measured this time keeps its last figures.
     body = {}
     for section in SECTIONS:

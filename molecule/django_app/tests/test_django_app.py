@@ -220,9 +220,15 @@ other = client.get("/", HTTP_HOST="evil.example.net", HTTP_X_FORWARDED_PROTO="ht
 result["http"] = [plain_http.status_code, plain_http.get("Location")]
 result["https"] = [https.status_code, https.content.decode(), https.get("Strict-Transport-Security")]
 result["other_host"] = other.status_code
-# The built-in health check, over plain HTTP with any host name: no PostgreSQL and no Redis here.
-health = client.get("/healthz", HTTP_HOST="10.0.0.1:8001")
-result["health"] = [health.status_code, json.loads(health.content)]
+# The built-in health check in front of the WSGI app, over plain HTTP with any host name:
+# no PostgreSQL and no Redis here.
+from wsgiref.util import setup_testing_defaults
+from _prodready.wsgi import application
+environ = {"PATH_INFO": "/healthz", "HTTP_HOST": "10.0.0.1:8001"}
+setup_testing_defaults(environ)
+answer = []
+body = b"".join(application(environ, lambda status, headers: answer.append(status)))
+result["health"] = [answer[0], json.loads(body)]
 result["own"] = {"debug": settings.DEBUG, "static_root": str(settings.STATIC_ROOT),
                  "secret_is_the_hosts": settings.SECRET_KEY != "django-insecure-of-the-project"}
 print("RESULT" + json.dumps(result))
@@ -290,4 +296,4 @@ def test_settings_overlay_sets_what_the_host_owns(host, project):
     assert probe["other_host"] == 400
     # What the host owns replaces the project's values; the health check needs no host name.
     assert probe["own"] == {"debug": False, "static_root": f"{ROOT}/shared/static", "secret_is_the_hosts": True}
-    assert probe["health"] == [503, {"status": "error", "database": "error", "cache": "degraded"}]
+    assert probe["health"] == ["503 Service Unavailable", {"status": "error", "database": "error", "cache": "degraded"}]

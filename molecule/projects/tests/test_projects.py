@@ -5,8 +5,10 @@ layouts/settings_package (converged): a settings package that knows nothing of
 /etc/<app>/env, STATIC_ROOT and MEDIA_ROOT inside the project, WhiteNoise, uWSGI instead
 of Gunicorn, no health view. Then, in file order on each platform: migrations the running
 release cannot live with (stopped, then allowed), hooks (a build that Nginx serves, a
-failure before and after the switch), and layouts/wagtail, `wagtail start mysite` as
-it came out (Django 6.1: Debian 13 runs it, Debian 12's Python 3.11 is refused before pip).
+failure before and after the switch), layouts/wagtail, `wagtail start mysite` as it came
+out (Django 6.1: Debian 13 runs it, Debian 12's Python 3.11 is refused before pip), and
+layouts/environ_uv: django-environ settings, pyproject.toml and uv.lock only (locked here,
+with uv: a lock file names its index), a __Secure-sessionid cookie.
 """
 
 from __future__ import annotations
@@ -35,15 +37,21 @@ def hostname(host) -> str:
     return host.backend.get_hostname()
 
 
-def get(host, path: str, *curl_args: str) -> tuple[int, str]:
-    """GET (or what curl_args say) https://127.0.0.1{path} for Host localhost: (status, body)."""
+def fetch(host, path: str, *curl_args: str) -> tuple[int, str, str]:
+    """GET (or what curl_args say) https://127.0.0.1{path} for Host localhost: (status, X-Cache, body)."""
     args = " ".join(shlex.quote(a) for a in curl_args)
     out = host.check_output(
-        f"curl -ksS --max-time 30 -o /tmp/body -w '%{{http_code}}' -H 'Host: localhost' {args} "
+        f"curl -ksS --max-time 30 -o /tmp/body -w '%{{http_code}} %header{{x-cache}}' -H 'Host: localhost' {args} "
         f"{shlex.quote('https://127.0.0.1' + path)}; echo; cat /tmp/body"
     )
-    status, _, body = out.partition("\n")
-    return int(status), body
+    head, _, body = out.partition("\n")
+    status, _, cache = head.partition(" ")
+    return int(status), cache, body
+
+
+def get(host, path: str, *curl_args: str) -> tuple[int, str]:
+    status, _, body = fetch(host, path, *curl_args)
+    return status, body
 
 
 def current_release(host) -> str:
@@ -237,5 +245,34 @@ def test_wagtail_start_deploys_where_its_django_runs(host):
     assert 'PRODREADY_PROJECT_SETTINGS="mysite.settings.production"' in env
     status, body = get(host, "/")
     assert status == 200 and "Welcome to your new Wagtail site" in body, body[:1000]
+    status, body = get(host, "/healthz")
+    assert status == 200 and json.loads(body)["database"] == "ok"
+
+
+# --- django-environ, pyproject.toml and uv.lock, a __Secure- session cookie -------------
+def test_a_locked_project_that_reads_its_environment(host, tmp_path):
+    source = copy_layout(tmp_path, "environ_uv", "environ-uv")
+    lock = subprocess.run([str(Path(sys.executable).parent / "uv"), "lock", "--python", sys.executable],
+                          cwd=source, capture_output=True, text=True, timeout=300, check=False)
+    assert lock.returncode == 0, lock.stderr
+    proc = playbook(host, "deploy.yml", "-e", f"deploy_source={source}", "-e", "deploy_django_settings=project")
+    assert proc.returncode == 0, flat(proc.stdout)[-4000:]
+    assert 'DJANGO_SETTINGS_MODULE="config.settings"' in host.file(f"{CURRENT}/.prodready-env").content_string
+    venv = host.file(f"{CURRENT}/.venv").linked_to
+    # Installed from the lock by uv; pymemcache, which the lock lacks, added by uv too.
+    assert host.run(f"{venv}/bin/python -c 'import environ, pymemcache'").rc == 0
+    assert "Install the locked dependencies" in proc.stdout
+    # django-environ read DATABASE_URL's socket form and REDIS_URL: the page is served.
+    path = f"/?v={uuid.uuid4().hex}"
+    first, second = fetch(host, path), fetch(host, path)
+    assert (first[0], first[2], second[1]) == (200, "Hello anonymous", "HIT"), (first, second)
+    jar = f"/tmp/jar-{uuid.uuid4().hex}"
+    status, body = get(host, "/login/", "-c", jar, "--data", "username=writer&password=writer-password")
+    assert (status, body) == (200, "signed in")
+    assert "__Secure-sessionid" in host.file(jar).content_string
+    # The cached anonymous copy is never served to the writer, nor the writer's page cached.
+    answers = [fetch(host, path, "-b", jar) for _ in range(2)]
+    assert [(a[0], a[2]) for a in answers] == [(200, "Hello writer")] * 2, answers
+    assert [a[1] for a in answers] == ["MISS", "MISS"]
     status, body = get(host, "/healthz")
     assert status == 200 and json.loads(body)["database"] == "ok"

@@ -78,13 +78,19 @@ def test_tracking_cookies_and_parameters_do_not_split_the_cache(host):
     assert page(host, f"{path}?id=7")[0] == "HIT"
 
 
-def test_session_cookie_is_never_cached(host):
+@pytest.mark.parametrize("session", ["sessionid=abc", "__Secure-sessionid=abc", "__Host-messages=xyz"])
+def test_session_cookie_is_never_cached(host, session):
     path = unique()
     page(host, path)  # an anonymous copy in the cache must not be served to a session
-    answers = [page(host, path, "-H 'Cookie: _ga=1; sessionid=abc'") for _ in range(3)]
+    answers = [page(host, path, f"-H 'Cookie: _ga=1; {session}'") for _ in range(3)]
     assert [cache for cache, _ in answers] == ["MISS"] * 3
     assert len({seen["count"] for _, seen in answers}) == 3, "each request reaches Django"
-    assert answers[0][1]["cookie"] == "sessionid=abc", "Django gets the session, not the tracking cookie"
+    assert answers[0][1]["cookie"] == session, "Django gets the session, not the tracking cookie"
+
+
+def test_a_cookie_that_only_ends_like_the_session_is_cached(host):
+    path = unique()
+    assert [page(host, path, "-H 'Cookie: mysessionid=abc'")[0] for _ in range(2)] == ["MISS", "HIT"]
 
 
 def test_post_passes_to_the_backend(host):

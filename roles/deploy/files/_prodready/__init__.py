@@ -4,6 +4,6 @@
   settings module first, then what the host owns, from /etc/<app>/env;
 - environment: the parsers of that environment file (DATABASE_URL, CACHE_URL...);
 - cache: a Redis cache backend that answers "miss" while Redis is down;
-- health: the built-in health check (deploy_healthcheck_builtin);
+- wsgi: the project's WSGI app for Gunicorn, behind the built-in health check (health);
 - migration_check: what the deploy asks before it migrates.
 """

@@ -44,11 +44,6 @@ SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD")
 
-# The built-in health check answers its path ahead of the project's URLs, its
-# middleware, ALLOWED_HOSTS and the HTTPS redirect (the check comes over the socket).
-if os.environ.get("PRODREADY_HEALTHCHECK_PATH"):
-    MIDDLEWARE = ["_prodready.health.HealthCheckMiddleware", *globals().get("MIDDLEWARE", [])]
-
 # Django's errors to stderr, which systemd writes to the journal, unless the project
 # configures logging itself.
 if "LOGGING" not in globals():
