@@ -12,7 +12,7 @@ help:
 	@echo "make test        set up the test bed and run every check (lint, sanity, Molecule)"
 	@echo "make lint        yamllint, ansible-lint, argument specs, collection checks only"
 	@echo "make bench       converge times, the demo stack's re-runs, deploys and serving -> docs/benchmarks.md"
-	@echo "                 (SCENARIOS=\"stack serving\": some sections; roles demo stack oldnew deploys latency serving)"
+	@echo "                 (SCENARIOS=\"stack serving\": some sections; roles demo stack oldnew deploys latency serving venv)"
 	@echo "make demo-clean  remove the demo container"
 	@echo "make clean       remove the virtualenv and caches (images and engine stay)"
 

@@ -867,6 +867,7 @@ def start_gunicorn(unit: str, bind: str, env_file: str, *config: str) -> None:
     venv_gunicorn = f"{APP_DIR}/.venv/bin/gunicorn"
     in_host(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; "
             f"systemd-run --quiet --unit {unit} --uid {APP} --gid {APP} -p EnvironmentFile={env_file} "
+            f"-p EnvironmentFile=-{APP_DIR}/.prodready-env "
             f"-p WorkingDirectory={APP_DIR} {venv_gunicorn} {' '.join(config)} --bind {bind} {wsgi_module()}")
     expect(f"http://{bind}/healthz", {"Host": "127.0.0.1"})
 
@@ -1020,6 +1021,154 @@ def section_serving() -> str:
         "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
         "| Comparison | Ratio (requests/s) | Issue #9 target | |\n| --- | --- | --- | --- |\n"
         + "\n".join(ratios) + "\n")
+
+
+# --- Virtualenv builds: pip vs uv ----------------------------------------------------------
+
+# Run with a virtualenv's python: its distributions, one `name==version` a line.
+FREEZE_CODE = ("import importlib.metadata as m; print('\\n'.join(sorted("
+               "f\"{d.metadata['Name'].lower().replace('_', '-')}=={d.version}\" for d in m.distributions())))")
+
+
+def docker_cp(source: Path, target: str, container: str = VENV_NAME) -> None:
+    subprocess.run(["docker", "cp", str(source), f"{container}:{target}"], check=True, stdout=subprocess.DEVNULL)
+
+
+def remove_venv_host() -> None:
+    subprocess.run(["docker", "rm", "-f", VENV_NAME], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_venv_host(uv_version: str, uv_dir: str) -> None:
+    """VENV_NAME, new, from VENV_IMAGE: the controller's extra CAs (the test bed's TLS proxy)
+    in the system's bundle, python3-venv, the project's requirements.txt, and uv in a
+    virtualenv of its own as the deploy role installs it (roles/deploy/tasks/uv.yml). Not measured."""
+    remove_venv_host()
+    log(f"{VENV_NAME}: a new container from {VENV_IMAGE}, python3-venv and uv {uv_version} (not measured)")
+    subprocess.run(["docker", "run", "-d", "--name", VENV_NAME, VENV_IMAGE, "sleep", "infinity"],
+                   check=True, stdout=subprocess.DEVNULL)
+    in_host(f"mkdir -p {VENV_DIR} /usr/local/share/ca-certificates", container=VENV_NAME)
+    for cert in sorted(Path("/usr/local/share/ca-certificates").glob("*.crt")):
+        docker_cp(cert, "/usr/local/share/ca-certificates/")
+    docker_cp(VENV_PROJECT / "requirements.txt", f"{VENV_DIR}/requirements.txt")
+    in_host("update-ca-certificates >/dev/null 2>&1 && "
+            "{ python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && "
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }; } && "
+            f"python3 -m venv {uv_dir} && PIP_CERT={CA_BUNDLE} {uv_dir}/bin/pip install -q --no-input "
+            f"--disable-pip-version-check uv=={uv_version}", container=VENV_NAME, timeout=900)
+
+
+def venv_install(installer: str, venv: str, cache: str, uv: str) -> str:
+    """The deploy role's install command (vars/main.yml: __deploy_install and __deploy_uv_environment)."""
+    if installer == "pip":
+        return (f"PIP_CACHE_DIR={cache} PIP_CERT={CA_BUNDLE} {venv}/bin/pip install --no-input "
+                f"--disable-pip-version-check --requirement {VENV_DIR}/requirements.txt")
+    return (f"UV_CACHE_DIR={cache} UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 SSL_CERT_FILE={CA_BUNDLE} "
+            f"{uv} pip install --python {venv}/bin/python --requirement {VENV_DIR}/requirements.txt")
+
+
+def venv_build(installer: str, cold: bool, uv: str) -> tuple[float, float, int, list[str]]:
+    """One virtualenv built in VENV_NAME as the deploy role builds it: `python3 -m venv`, then
+    the installer, into a new directory; cold: the installer's cache emptied first. Timed
+    inside the container: (venv seconds, install seconds, .pyc files of the installed packages
+    (not the virtualenv's own pip), the distributions installed)."""
+    venv, cache = f"{VENV_DIR}/venv-{installer}", f"{VENV_DIR}/cache-{installer}"
+    out = in_host(
+        f"set -e; rm -rf {venv}{f' {cache}' if cold else ''}; t0=$EPOCHREALTIME; python3 -m venv {venv}; "
+        f"t1=$EPOCHREALTIME; {venv_install(installer, venv, cache, uv)} >{venv}.log 2>&1 "
+        f"|| {{ tail -n 40 {venv}.log; exit 1; }}; t2=$EPOCHREALTIME; "
+        f"echo $t0 $t1 $t2 $(find {venv} -name '*.pyc' -not -path '*/site-packages/pip/*' | wc -l); "
+        f"{venv}/bin/python -c {shlex.quote(FREEZE_CODE)}; rm -rf {venv}",
+        container=VENV_NAME, timeout=1800).split("\n", 1)
+    t0, t1, t2, pyc = out[0].split()
+    return float(t1) - float(t0), float(t2) - float(t1), int(pyc), out[1].split()
+
+
+def section_venv() -> str:
+    import yaml  # PyYAML comes with ansible-core
+
+    uv_version = str(yaml.safe_load((ROOT / "roles" / "deploy" / "defaults" / "main.yml").read_text())
+                     ["deploy_uv_version"])
+    uv_dir = f"/opt/prodready/uv-{uv_version}"  # the role's __deploy_uv_dir
+    kinds = [(installer, cache) for cache in ("cold", "warm") for installer in ("pip", "uv")]
+    runs = {kind: [] for kind in kinds}  # [[venv seconds, install seconds]]
+    freezes, pycs = set(), {"pip": set(), "uv": set()}
+    try:
+        start_venv_host(uv_version, uv_dir)
+        python = in_host("python3 --version", container=VENV_NAME).split()[-1]
+        others = len(subprocess.run(["docker", "ps", "-q"], text=True, stdout=subprocess.PIPE).stdout.split()) - 1
+        load_start = os.getloadavg()
+        # Interleaved, round after round: pip cold, uv cold, pip warm, uv warm (the cache of the
+        # round's cold run): a change of the background load hits every kind alike.
+        for i in range(VENV_RUNS):
+            for cache in ("cold", "warm"):
+                for installer in ("pip", "uv"):
+                    venv_seconds, install, pyc, freeze = venv_build(installer, cache == "cold", f"{uv_dir}/bin/uv")
+                    runs[installer, cache].append([round(venv_seconds, 2), round(install, 2)])
+                    freezes.add(tuple(freeze))
+                    pycs[installer].add(pyc)
+                    log(f"{installer}, {cache} cache, {i + 1}/{VENV_RUNS}: venv {venv_seconds:.1f} s "
+                        f"+ install {install:.1f} s, {len(freeze)} distributions, {pyc} .pyc files")
+        load_end = os.getloadavg()
+    finally:
+        remove_venv_host()
+    freeze = sorted(freezes)[0]
+    versions_of = dict(line.split("==", 1) for line in freeze)
+    packages = [line for line in freeze if not line.startswith("pip==")]  # pip: the venv's own (ensurepip)
+    same = ("the same distributions in every build" if len(freezes) == 1
+            else f"**{len(freezes)} different sets of distributions** across the builds")
+
+    def build(kind: tuple) -> list[float]:
+        return [v + i for v, i in runs[kind]]
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    rows = "\n".join(
+        f"| {installer} | {cache} | {median(build((installer, cache))):.1f} | {min(build((installer, cache))):.1f} "
+        f"| {median([i for _, i in runs[installer, cache]]):.1f} | {median([v for v, _ in runs[installer, cache]]):.1f} "
+        f"| {', '.join(f'{s:.1f}' for s in build((installer, cache)))} |"
+        for installer, cache in kinds)
+    ratios = {cache: median(build(("pip", cache))) / median(build(("uv", cache))) for cache in ("cold", "warm")}
+    installs = {cache: median([i for _, i in runs["pip", cache]]) / median([i for _, i in runs["uv", cache]])
+                for cache in ("cold", "warm")}
+    data = {f"{installer}_{cache}": runs[installer, cache] for installer, cache in kinds}
+    data.update(packages=len(packages), pyc={k: sorted(v) for k, v in pycs.items()}, load_start=[round(x, 2) for x in load_start],
+                load_end=[round(x, 2) for x in load_end])
+
+    def load(figures: tuple) -> str:
+        return ", ".join(f"{x:.2f}" for x in figures)
+
+    return (
+        "\n## Virtualenv builds (pip vs uv, the wagtail project, Debian 13)\n" + data_comment(data) + "\n"
+        + measured() +
+        f"A release's virtualenv built as the deploy role builds it (roles/deploy/tasks/virtualenv.yml), "
+        f"on a throwaway container `{VENV_NAME}` (`{VENV_IMAGE}`, `sleep infinity`, no systemd; the controller's "
+        f"extra CAs in its bundle for the test bed's TLS proxy; removed at the end), Python {python}, for "
+        f"`{VENV_PROJECT.relative_to(ROOT)}/requirements.txt`: {len(packages)} packages "
+        f"(Django {versions_of.get('django', '?')}, Wagtail {versions_of.get('wagtail', '?')}; {same}). "
+        f"A build is `python3 -m venv DIR`, then either pip {versions_of.get('pip', '?')} (the virtualenv's): "
+        "`DIR/bin/pip install --no-input --disable-pip-version-check --requirement requirements.txt` "
+        f"(with `PIP_CACHE_DIR`, and `PIP_CERT={CA_BUNDLE}` for the proxy), or uv {uv_version} "
+        f"(in `{uv_dir}`, as the role installs it): `uv pip install --python DIR/bin/python --requirement "
+        f"requirements.txt` (with `UV_CACHE_DIR`, `UV_PYTHON_DOWNLOADS=never`, `UV_COMPILE_BYTECODE=1`, "
+        f"`SSL_CERT_FILE={CA_BUNDLE}`). "
+        "Cold: a new virtualenv and an empty cache for that installer, so every package is downloaded from "
+        "PyPI and installed; warm: the same again into another new virtualenv, the cache of the cold run "
+        "just before kept (a host's next virtualenv: the role keeps its cache). "
+        f"The same work: both byte-compile what they install (the app user cannot write into the root-owned "
+        f"virtualenv): .pyc files of the installed packages, pip {'/'.join(map(str, sorted(pycs['pip'])))}, "
+        f"uv {'/'.join(map(str, sorted(pycs['uv'])))}. "
+        f"{VENV_RUNS} builds of each (`BENCH_VENV_RUNS`), interleaved round after round: pip cold, uv cold, "
+        "pip warm, uv warm; "
+        "times taken inside the container. "
+        f"Load average (1, 5, 15 min) at the start {load(load_start)}, at the end {load(load_end)}, on "
+        f"{os.cpu_count()} cores ({others} other containers running at the start).\n\n"
+        "| Installer | Cache | Build, median (s) | Build, min (s) | Install, median (s) | venv, median (s) | Builds (s) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n" + rows + "\n\n"
+        f"pip / uv, median build: cold **{ratios['cold']:.1f}×**, warm **{ratios['warm']:.1f}×** "
+        f"(the install alone: cold {installs['cold']:.1f}×, warm {installs['warm']:.1f}×).\n")
 
 
 # --- docs/benchmarks.md and the chart ---------------------------------------------------
