@@ -89,7 +89,7 @@ def test_settings_package_answers_through_the_stack(host):
     assert status == 200 and body.startswith("0 notes"), body[:500]
     # The project's storage (WhiteNoise's manifest) named the file; Nginx serves it.
     css = re.search(r"href=(/static/notes/site\.[0-9a-f]{12}\.css)", body).group(1)
-    assert get(host, css) == (200, "body { color: #123; }\n")
+    assert get(host, css) == (200, "body { color: #123; }")
 
 
 def test_the_production_settings_beside_the_dev_ones_run(host):
@@ -173,8 +173,9 @@ def test_an_allowed_migration_goes_through(host, removal):
 
 # --- hooks -----------------------------------------------------------------------------
 BUILD_HOOK = '''- name: Build an asset into the release, as a front-end build would
-  ansible.builtin.shell: printf '.built { content: "%s"; }\\n' "{{ deploy_hook.release }}" > notes/static/notes/built.css
-  args:
+  ansible.builtin.shell:
+    cmd: >-
+      printf '.built { content: "%s"; }' '{{ deploy_hook.release }}' > notes/static/notes/built.css
     chdir: "{{ deploy_hook.release_dir }}"
   changed_when: true
 '''
@@ -218,7 +219,7 @@ def test_a_failing_hook_leaves_the_previous_release_live(host, hooks, tmp_path, 
     output = flat(proc.stdout)
     assert proc.returncode != 0
     assert f"the {point} hook fails on purpose" in output and said in output, output[-3000:]
-    assert current_release(host) == before
+    assert current_release(host) == before, output[-6000:]
     assert get(host, "/")[0] == 200
 
 

@@ -25,6 +25,11 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 DATABASES = {**globals().get("DATABASES", {}), "default": database_from_url(os.environ["DATABASE_URL"])}
+# A project written against SQLite now runs on PostgreSQL: apps with PostgreSQL fields
+# (Wagtail's search index) need django.contrib.postgres, which has no models.
+_apps = list(globals().get("INSTALLED_APPS", []))
+if DATABASES["default"]["ENGINE"].endswith("postgresql") and "django.contrib.postgres" not in _apps:
+    INSTALLED_APPS = [*_apps, "django.contrib.postgres"]
 if os.environ.get("CACHE_URL"):
     CACHES = {**globals().get("CACHES", {}), "default": cache_from_url(os.environ["CACHE_URL"])}
     if env_bool("DJANGO_SESSION_CACHE"):
