@@ -12,6 +12,7 @@ import shlex
 import time
 from pathlib import Path
 
+import pytest
 import testinfra
 
 # The bounded HTTPS load generator, copied into the container it runs in.
@@ -23,6 +24,13 @@ def molecule_hosts() -> dict:
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     hosts = testinfra.get_hosts(["ansible://all"], ansible_inventory=inventory)
     return {h.backend.get_hostname(): h for h in hosts}
+
+
+def only_on(host, platform: str) -> None:
+    """Skip the test on the platforms other than platform (a long test that proves the
+    same thing on either: the scenarios spread them over their platforms)."""
+    if not host.backend.get_hostname().endswith(platform):
+        pytest.skip(f"a long test: it runs on the {platform} platform only")
 
 
 def journal_tail(host, unit: str, lines: int = 40) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prodready_testinfra import assert_running, journal_tail
+from prodready_testinfra import assert_running, journal_tail, only_on
 from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -58,12 +58,6 @@ INSTANCES_AND_OUTAGES = "debian13"
 # --- helpers ------------------------------------------------------------------------
 def hostname(host) -> str:
     return host.backend.get_hostname()
-
-
-def only_on(host, platform: str) -> None:
-    """Skip the test on the platforms other than platform (see DEPLOY_CHAIN)."""
-    if not hostname(host).endswith(platform):
-        pytest.skip(f"a long test under load: it runs on the {platform} platform only")
 
 
 def get_raw(host, path: str, *curl_args: str) -> tuple[int, list[tuple[str, str]], str]:
