@@ -16,6 +16,8 @@ import os
 
 from _prodready.environment import cache_from_url, database_from_url, env_bool, env_list
 
+_DB_SESSIONS = "django.contrib.sessions.backends.db"  # Django's default
+
 _project = importlib.import_module(os.environ["PRODREADY_PROJECT_SETTINGS"])
 globals().update({name: value for name, value in vars(_project).items() if name.isupper()})
 
@@ -31,9 +33,13 @@ _apps = list(globals().get("INSTALLED_APPS", []))
 if DATABASES["default"]["ENGINE"].endswith("postgresql") and "django.contrib.postgres" not in _apps:
     INSTALLED_APPS = [*_apps, "django.contrib.postgres"]
 if os.environ.get("CACHE_URL"):
-    CACHES = {**globals().get("CACHES", {}), "default": cache_from_url(os.environ["CACHE_URL"])}
-    if env_bool("DJANGO_SESSION_CACHE"):
-        # Reads from the cache, writes through to the database: sessions survive a cache outage.
+    # The host owns where the cache is; the project keeps how it names and times its keys.
+    _own = {key: value for key, value in globals().get("CACHES", {}).get("default", {}).items()
+            if key in {"KEY_PREFIX", "KEY_FUNCTION", "TIMEOUT", "VERSION"}}
+    CACHES = {**globals().get("CACHES", {}), "default": {**_own, **cache_from_url(os.environ["CACHE_URL"])}}
+    if env_bool("DJANGO_SESSION_CACHE") and globals().get("SESSION_ENGINE", _DB_SESSIONS) == _DB_SESSIONS:
+        # Reads from the cache, writes through to the database: sessions survive a cache
+        # outage. A project that chose its session engine keeps it.
         SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # Outside the release, which is read-only: shared by every release, kept across deploys.
