@@ -128,8 +128,11 @@ def collection_link():
 # (a Molecule scenario, an ansible-core version) or one test. The units start longest first, as long as the last run of
 # each took ("durations.json", written at the end of every run): a long unit started
 # last adds its whole length to the run. The stack scenario always starts first; a unit
-# not measured yet starts before the measured ones.
+# not measured yet starts before the measured ones. A clean checkout (CI) has no
+# durations.json of its own: it takes the committed tests/durations.json, the figures of
+# a full run on the test bed (copy .cache/logs/durations.json there after a new unit).
 DURATIONS = LOGS / "durations.json"
+BASELINE_DURATIONS = Path(__file__).with_name("durations.json")
 
 
 # nodeid -> its xdist_group, for the reports of a run without xdist (with xdist, the
@@ -144,10 +147,12 @@ def unit_of(nodeid: str) -> str:
 
 
 def read_durations() -> dict[str, float]:
-    try:
-        return json.loads(DURATIONS.read_text())
-    except (OSError, ValueError):
-        return {}
+    for path in (DURATIONS, BASELINE_DURATIONS):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return {}
 
 
 def pytest_collection_modifyitems(config, items):
