@@ -76,8 +76,9 @@ def wait_for_port(host, port: int, address: str = "127.0.0.1", seconds: float = 
 
 
 def under_load(host, action, label: str, paths: list[str], threads: int, interval: float,
-               min_requests: int, max_seconds: int = 420):
+               min_requests: int, max_seconds: int = 420, address: str = "127.0.0.1", host_header: str = "localhost"):
     """Run action() while stackload.py, on the host, sends requests to its 127.0.0.1:443
+    (or to address:443 with the Host header host_header)
     (threads clients cycling through paths, each at most one request per interval, until
     action() has returned and min_requests have completed, or max_seconds have passed).
     Return (action's result, results, t0, t1): t0 and t1 bound the action on the monotonic
@@ -86,7 +87,8 @@ def under_load(host, action, label: str, paths: list[str], threads: int, interva
     host.check_output(f"echo {script} | base64 -d > /tmp/stackload.py && rm -f /tmp/stackload.json*")
     quoted = " ".join(shlex.quote(p) for p in paths)
     host.check_output(
-        f"systemd-run --unit=stackload-{label} --collect python3 /tmp/stackload.py /tmp/stackload.json "
+        f"systemd-run --unit=stackload-{label} --collect --setenv=STACKLOAD_ADDRESS={shlex.quote(address)} "
+        f"--setenv=STACKLOAD_HOST={shlex.quote(host_header)} python3 /tmp/stackload.py /tmp/stackload.json "
         f"{threads} {interval} {min_requests} {max_seconds} {quoted}"
     )
     deadline = time.monotonic() + 60

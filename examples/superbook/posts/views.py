@@ -1,5 +1,6 @@
 import logging
 import os
+import socket
 import time
 import uuid
 
@@ -135,10 +136,12 @@ def current_release():
 @never_cache
 @require_GET
 def version(request):
-    # Which Gunicorn instance answered (prodready.django's blue/green instances set
-    # PRODREADY_GUNICORN_INSTANCE) and its master process: the deploy tests follow the switch.
+    # Which host and Gunicorn instance answered (prodready.django's blue/green instances
+    # set PRODREADY_GUNICORN_INSTANCE) and its master process: the deploy tests follow the
+    # switch, and on several app hosts which one answered.
     response = JsonResponse({
         "release": current_release(),
+        "host": socket.gethostname(),
         "instance": os.environ.get("PRODREADY_GUNICORN_INSTANCE", ""),
         "master_pid": os.getppid(),
     })

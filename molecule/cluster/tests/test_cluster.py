@@ -1,0 +1,234 @@
+"""The multi-tier layout of inventories/multi-tier on seven containers: two web hosts
+sharing a floating address, two app hosts behind Varnish on each web host, a PostgreSQL
+primary with a streaming replica, a cache host. Real requests from a container of the
+network (the cache host: no tier's service runs there that the site needs) to the
+floating address, as a browser would reach the site.
+
+The tests run in file order: the ones that stop a container start it again and wait
+until the site is whole before they return.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+from prodready_testinfra import can_connect, journal_tail, under_load
+
+ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+# What the closing notes quote: the request counts and the seconds of each fault.
+FIGURES = ROOT / ".cache" / "logs" / "cluster.jsonl"
+
+FRONT = "10.213.0.100"  # keepalived_virtual_address
+NAME = "www.example.com"  # django_app_allowed_hosts of inventories/multi-tier
+ADDRESS = {
+    "cluster-web1": "10.213.0.11", "cluster-web2": "10.213.0.12",
+    "cluster-app1": "10.213.0.21", "cluster-app2": "10.213.0.22",
+    "cluster-db1": "10.213.0.31", "cluster-db2": "10.213.0.32",
+    "cluster-cache1": "10.213.0.41",
+}
+WEB, APP = ["cluster-web1", "cluster-web2"], ["cluster-app1", "cluster-app2"]
+# Straight through docker exec (the containers are the scenario's own): a tenth of the
+# time of testinfra's ansible backend per command.
+HOSTS = {name: testinfra.get_host(f"docker://{name}") for name in ADDRESS}
+CLIENT = HOSTS["cluster-cache1"]
+THREADS, INTERVAL, MIN_REQUESTS = 20, 0.05, 3000
+
+
+def note(label: str, **values) -> dict:
+    figure = {"test": label, **values}
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a") as handle:
+        handle.write(json.dumps(figure) + "\n")
+    return figure
+
+
+def get(path: str, address: str = FRONT) -> tuple[int, str]:
+    """GET https://www.example.com{path} at address, from the client container."""
+    out = CLIENT.run(f"curl -sk --max-time 10 --resolve {NAME}:443:{address} -w '\\n%{{http_code}}' https://{NAME}{path}")
+    body, _, status = out.stdout.rpartition("\n")
+    return int(status or 0), body
+
+
+def holder() -> list[str]:
+    """The web hosts that hold the floating address."""
+    return [w for w in WEB if f" {FRONT}/" in HOSTS[w].check_output("ip -4 -o addr show")]
+
+
+def docker(*args: str) -> None:
+    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=120)
+
+
+def wait_until(what: str, check, seconds: float = 90) -> float:
+    """Poll check() until it is true; the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, f"{what}: not after {seconds} s"
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def site_whole() -> bool:
+    """Every web host's Varnish sees both app hosts healthy, and one web host holds the front."""
+    for web in WEB:
+        backends = HOSTS[web].run("varnishadm backend.list").stdout
+        if len(re.findall(r"^\S+\.django_\d+\s+\S+\s+\S+\s+healthy\b", backends, re.M)) != len(APP):
+            return False
+    return len(holder()) == 1
+
+
+def start_again(name: str) -> None:
+    docker("start", name)
+    wait_until(f"{name} back and the site whole", lambda: HOSTS[name].run("systemctl is-system-running").stdout.strip()
+               in ("running", "degraded") and site_whole(), seconds=120)
+
+
+def failed(results) -> list:
+    return [r for r in results if r[5] or not 200 <= r[3] < 400]
+
+
+def load(action, label: str, paths: tuple[str, ...] = ("/version", "/", "/popular/")):
+    return under_load(CLIENT, action, label, list(paths), THREADS, INTERVAL, MIN_REQUESTS,
+                      address=FRONT, host_header=NAME)
+
+
+# --- every tier in its place ----------------------------------------------------------
+@pytest.mark.parametrize(("name", "units"), [
+    ("cluster-web1", ["nginx", "varnish", "keepalived"]), ("cluster-web2", ["nginx", "varnish", "keepalived"]),
+    ("cluster-app1", ["gunicorn-mysite-front"]), ("cluster-app2", ["gunicorn-mysite-front"]),
+    ("cluster-db1", ["postgresql"]), ("cluster-db2", ["postgresql"]), ("cluster-cache1", ["redis-server"]),
+])
+def test_each_host_runs_its_tier_only(name, units):
+    host = HOSTS[name]
+    for unit in units:
+        assert host.service(unit).is_running, f"{unit} is not running on {name}:\n{journal_tail(host, unit)}"
+    others = {"nginx", "varnish", "keepalived", "postgresql", "redis-server"} - set(units)
+    for unit in others:
+        assert not host.service(unit).is_running, f"{unit} runs on {name}, which is not in its tier"
+
+
+@pytest.mark.parametrize(("name", "ports"), [
+    ("cluster-db1", [5432]), ("cluster-cache1", [6379]), ("cluster-app1", [8001, 8002]), ("cluster-app2", [8001, 8002]),
+])
+def test_services_listen_on_loopback_and_the_private_address_only(name, ports):
+    listening = HOSTS[name].check_output("ss -ltnH")
+    for port in ports:
+        local = re.findall(rf"^\S+\s+\d+\s+\d+\s+(\S+):{port}\s", listening, re.M)
+        assert local, f"nothing listens on port {port} of {name}:\n{listening}"
+        assert set(local) <= {"127.0.0.1", ADDRESS[name]}, f"port {port} of {name} listens on {local}"
+
+
+@pytest.mark.parametrize(("server", "port", "allowed", "denied"), [
+    ("cluster-db1", 5432, ["cluster-app1", "cluster-app2", "cluster-db2"], ["cluster-web1", "cluster-cache1"]),
+    ("cluster-cache1", 6379, ["cluster-app1", "cluster-app2"], ["cluster-web2", "cluster-db1"]),
+    ("cluster-app1", 8000, ["cluster-web1", "cluster-web2"], ["cluster-db1", "cluster-cache1", "cluster-app2"]),
+])
+def test_each_tier_port_is_open_only_to_the_tiers_that_use_it(server, port, allowed, denied):
+    for client in allowed:
+        assert can_connect(HOSTS[client], ADDRESS[server], port), f"{client} cannot reach {server}:{port}"
+    for client in denied:
+        assert not can_connect(HOSTS[client], ADDRESS[server], port, timeout=1.5), f"{client} reaches {server}:{port}"
+
+
+def test_pg_hba_lets_in_exactly_the_app_hosts_and_the_replica():
+    rules = HOSTS["cluster-db1"].check_output(
+        "sudo -u postgres psql -XAtc \"select type, database, user_name, address from pg_hba_file_rules "
+        "where address is not null and address not in ('127.0.0.1', '::1')\"")
+    addresses = {line.split("|")[3] for line in rules.splitlines()}
+    assert addresses == {ADDRESS["cluster-app1"], ADDRESS["cluster-app2"], ADDRESS["cluster-db2"]}, rules
+
+
+# --- the site at the floating address ---------------------------------------------------
+def test_one_web_host_holds_the_floating_address():
+    assert len(holder()) == 1, f"the floating address is on {holder()}"
+
+
+def test_the_site_answers_at_the_floating_address():
+    status, body = get("/")
+    assert status == 200, body[-2000:]
+    status, body = get("/version")
+    assert status == 200 and json.loads(body)["release"], body
+
+
+@pytest.mark.parametrize("web", WEB)
+def test_each_web_host_sends_to_both_app_hosts(web):
+    answered = {json.loads(get("/version", ADDRESS[web])[1])["host"] for _ in range(12)}
+    assert answered == set(APP), f"{web} sent /version to {answered}"
+
+
+@pytest.mark.parametrize("web", WEB)
+def test_each_web_host_serves_the_release_static_files(web):
+    """collectstatic ran on the app hosts; each web host serves the hashed CSS the page
+    names from its own copy (the deploy sent it there before the release went live)."""
+    css = re.search(r'href="(/static/posts/site\.[0-9a-f]{12}\.css)"', get("/")[1])
+    assert css, "the home page names no hashed stylesheet"
+    assert HOSTS[web].file(f"/srv/mysite/shared/static{css.group(1).removeprefix('/static')}").is_file
+    status, body = get(css.group(1), ADDRESS[web])
+    assert status == 200 and "{" in body, f"{web} answered {status} for {css.group(1)}"
+
+
+def test_the_replica_streams_what_the_primary_writes():
+    primary, replica = HOSTS["cluster-db1"], HOSTS["cluster-db2"]
+    streaming = primary.check_output("sudo -u postgres psql -XAtc \"select client_addr, state from pg_stat_replication\"")
+    assert f"{ADDRESS['cluster-db2']}|streaming" in streaming, streaming
+    mark = f"cluster-{time.time_ns()}"
+    primary.check_output(f"sudo -u postgres psql -X -d mysite -c \"create table if not exists cluster_mark (v text); "
+                         f"insert into cluster_mark values ('{mark}')\"")
+    wait_until("the row on the replica", lambda: mark in replica.run(
+        "sudo -u postgres psql -XAt -d mysite -c 'select v from cluster_mark'").stdout, seconds=30)
+    refused = replica.run("sudo -u postgres psql -X -d mysite -c \"insert into cluster_mark values ('no')\"")
+    assert refused.rc != 0 and "read-only transaction" in refused.stderr, refused.stderr
+
+
+# --- faults under load -----------------------------------------------------------------
+def test_an_app_host_stopped_under_load_costs_no_request():
+    """app2 shut down while 20 clients load the front: Varnish sends what app2 can no
+    longer answer to app1 (a GET whose connection fails is sent again) until its probes
+    mark app2 sick."""
+    def stop():
+        docker("stop", "cluster-app2")
+        time.sleep(15)  # long enough for the probes to mark it sick, under load
+
+    try:
+        _, results, t0, t1 = load(stop, "cluster-app-stopped")
+    finally:
+        start_again("cluster-app2")
+    lost = failed(results)
+    figure = note("an app host stopped under load", requests=len(results), failed=len(lost),
+                  answered_by=sorted({r[8] for r in results if r[8]}), action_seconds=round(t1 - t0, 1))
+    assert not lost, f"{len(lost)} of {len(results)} requests failed: {lost[:5]}"
+    assert len(results) >= MIN_REQUESTS, figure
+    after = {r[8] for r in results if r[0] > t0 + 5 and r[8]}
+    assert after == {"cluster-app1"}, f"answered while app2 was down: {after}"
+
+
+def test_a_web_host_killed_under_load_moves_the_floating_address():
+    """The holder of the floating address dies (docker kill: no shutdown at all). The
+    other web host takes the address over; the requests in flight to the dead one fail
+    (their connections are gone), and the seconds until the front answers again are
+    what VRRP needs to notice (about three advertisements)."""
+    dead = holder()[0]
+    survivor = next(w for w in WEB if w != dead)
+
+    def kill():
+        docker("kill", dead)
+        return wait_until("the other web host holds the address", lambda: holder() == [survivor], seconds=30)
+
+    try:
+        moved_after, results, t0, t1 = load(kill, "cluster-web-killed")
+    finally:
+        start_again(dead)
+    lost = failed(results)
+    answered_after = [r for r in results if r[0] > t0 and not r[5] and 200 <= r[3] < 400]
+    gap = (min(r[1] for r in answered_after) - t0) if answered_after else None
+    note("a web host killed under load", requests=len(results), failed=len(lost),
+         address_moved_seconds=round(moved_after, 1), front_answered_again_seconds=round(gap, 1) if gap else None)
+    assert answered_after, f"the front never answered after {dead} died: {lost[:5]}"
+    assert len(lost) < len(results) / 10, f"{len(lost)} of {len(results)} requests failed"
+    assert holder() == [survivor], "the address went back to the returning host (keepalived_preempt is off)"

@@ -1,0 +1,79 @@
+# Copyright: prodready.django maintainers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""How the hosts of an inventory reach each other: the layout read from its groups."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ansible.errors import AnsibleFilterError
+
+LOOPBACK = "127.0.0.1"
+
+
+def _is_private_ipv4(value) -> bool:
+    try:
+        address = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        return False
+    # RFC 1918 and the shared address space of RFC 6598 (100.64.0.0/10), where clouds
+    # put their private networks; never loopback or link-local.
+    shared = ipaddress.IPv4Network("100.64.0.0/10")
+    return (address.is_private or address in shared) and not (address.is_loopback or address.is_link_local)
+
+
+def private_address(host, hostvars, local=None):
+    """The IPv4 address the other hosts of the inventory reach `host` on.
+
+    127.0.0.1 when `host` is `local` (the host the task runs for: the same machine);
+    else the host's `prodready_private_address`; else its `ansible_host` when that is a
+    private IPv4 address. Anything else is an error that names the host and the variable:
+    a service of one tier must never be bound to, or reached on, a public address by
+    guesswork.
+    """
+    name = str(host)
+    if local is not None and name == str(local):
+        return LOOPBACK
+    try:
+        variables = hostvars[name]
+    except KeyError:
+        raise AnsibleFilterError(f"private_address: {name!r} is not a host of the inventory") from None
+    configured = variables.get("prodready_private_address")
+    if configured not in (None, ""):
+        if not _is_private_ipv4(configured):
+            raise AnsibleFilterError(
+                f"prodready_private_address of {name} is {configured!r}: it must be the IPv4 address of the "
+                "host's private network interface (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10)"
+            )
+        return str(configured)
+    fallback = variables.get("ansible_host")
+    if _is_private_ipv4(fallback):
+        return str(fallback)
+    raise AnsibleFilterError(
+        f"prodready_private_address is not set for {name}, and its ansible_host ({fallback or name}) is not a "
+        "private IPv4 address: set prodready_private_address for it in the inventory, the address of its "
+        "private network interface, on which the other tiers reach it"
+    )
+
+
+def db_primary(hosts, hostvars):
+    """The inventory name of the PostgreSQL primary among `hosts` (the db group): the one
+    host whose postgresql_replication_role is not "replica"; None for no host. Two
+    primaries are an error: the app hosts would not know which one to use."""
+    names = [str(h) for h in hosts or []]
+    primaries = [h for h in names if (hostvars[h].get("postgresql_replication_role") or "primary") != "replica"]
+    if len(primaries) > 1:
+        raise AnsibleFilterError(
+            f"the db group has {len(primaries)} primaries ({', '.join(primaries)}): set "
+            "postgresql_replication_role: replica on all of them but one"
+        )
+    if not primaries and names:
+        raise AnsibleFilterError(
+            f"the db group has no primary: every host ({', '.join(names)}) has postgresql_replication_role: replica"
+        )
+    return primaries[0] if primaries else None
+
+
+class FilterModule:
+    def filters(self):
+        return {"private_address": private_address, "db_primary": db_primary}
