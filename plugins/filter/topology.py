@@ -74,6 +74,25 @@ def db_primary(hosts, hostvars):
     return primaries[0] if primaries else None
 
 
+def same_site(hosts, hostvars, local):
+    """The hosts of `hosts` (a group) that belong to the same site as `local`: the same
+    prodready_site (unset: one site for the whole inventory). An inventory that holds
+    several sites, each a set of tiers (the test scenarios' independent single-host
+    stacks), keeps each site's tiers to itself."""
+    def site(name):
+        return hostvars[str(name)].get("prodready_site") or ""
+
+    mine = site(local)
+    return [str(h) for h in hosts or [] if site(h) == mine]
+
+
+def other_hosts(hosts, hostvars, local):
+    """The hosts of `hosts` of the same site as `local`, but `local` itself: the other
+    machines of a tier that this host serves or is served by."""
+    return [h for h in same_site(hosts, hostvars, local) if h != str(local)]
+
+
 class FilterModule:
     def filters(self):
-        return {"private_address": private_address, "db_primary": db_primary}
+        return {"private_address": private_address, "db_primary": db_primary, "same_site": same_site,
+                "other_hosts": other_hosts}

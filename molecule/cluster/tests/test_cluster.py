@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,10 @@ import testinfra
 from prodready_testinfra import can_connect, journal_tail, under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+APP_SOURCE = ROOT / "examples" / "superbook"
+EVENTS = "/var/lib/prodready-gunicorn/mysite/events.jsonl"
 # What the closing notes quote: the request counts and the seconds of each fault.
 FIGURES = ROOT / ".cache" / "logs" / "cluster.jsonl"
 
@@ -96,6 +102,47 @@ def failed(results) -> list:
 def load(action, label: str, paths: tuple[str, ...] = ("/version", "/", "/popular/")):
     return under_load(CLIENT, action, label, list(paths), THREADS, INTERVAL, MIN_REQUESTS,
                       address=FRONT, host_header=NAME)
+
+
+def current(name: str) -> str:
+    return HOSTS[name].check_output("readlink /srv/mysite/current").rsplit("/", 1)[-1]
+
+
+def switches(name: str, since: float) -> list[float]:
+    """When prodready-gunicorn moved this app host's front (monotonic, shared clock)."""
+    lines = HOSTS[name].run(f"cat {EVENTS}").stdout.splitlines()
+    events = [json.loads(line) for line in lines if line.strip()]
+    return [e["monotonic"] for e in events if e["event"] == "switched" and e["monotonic"] >= since]
+
+
+def release(tmp_path: Path, label: str, edit=None) -> Path:
+    """A copy of the demo app with a release id of its own, changed by edit(path)."""
+    target = tmp_path / label
+
+    def ignore(directory, names):
+        top = Path(directory) == APP_SOURCE
+        return [n for n in names if n in {"__pycache__", ".venv"} or n.endswith((".pyc", ".sqlite3"))
+                or (top and n in {"static", "media"})]
+
+    shutil.copytree(APP_SOURCE, target, ignore=ignore)
+    (target / "posts" / "release_label.txt").write_text(label + "\n")
+    if edit:
+        edit(target)
+    return target
+
+
+def deploy(source: Path, *extra: str) -> subprocess.CompletedProcess:
+    """deploy.yml on the whole inventory, one app host at a time, as a user would."""
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"),
+         "-e", f"deploy_source={source}", "-e", "deploy_git_repo=", "-e", "deploy_serial=1", *extra],
+        cwd=ROOT, env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200, check=False,
+    )
+
+
+def flat(output: str) -> str:
+    return " ".join(output.replace("│", " ").split())
 
 
 # --- every tier in its place ----------------------------------------------------------
@@ -184,6 +231,79 @@ def test_the_replica_streams_what_the_primary_writes():
         "sudo -u postgres psql -XAt -d mysite -c 'select v from cluster_mark'").stdout, seconds=30)
     refused = replica.run("sudo -u postgres psql -X -d mysite -c \"insert into cluster_mark values ('no')\"")
     assert refused.rc != 0 and "read-only transaction" in refused.stderr, refused.stderr
+
+
+# --- rolling deploys under load ------------------------------------------------------
+def test_a_rolling_deploy_with_a_migration_drops_nothing(tmp_path):
+    """deploy_serial 1: the migration runs once, before the first switch; app1 switches
+    while app2 serves, then app2; both end on the new release."""
+    def add_column(target: Path):
+        (target / "posts" / "migrations" / "0003_post_cluster_note.py").write_text(
+            "from django.db import migrations, models\n\n\n"
+            "class Migration(migrations.Migration):\n"
+            "    dependencies = [('posts', '0002_seed_posts')]\n"
+            "    operations = [migrations.AddField('post', 'cluster_note', models.TextField(null=True))]\n")
+        models = target / "posts" / "models.py"
+        models.write_text(models.read_text().replace(
+            "    created = models.DateTimeField(", "    cluster_note = models.TextField(null=True)\n    created = models.DateTimeField(", 1))
+
+    source = release(tmp_path, "rolling-migration", add_column)
+    before = {name: current(name) for name in APP}
+    assert len(set(before.values())) == 1, before
+    since = time.monotonic()
+    proc, results, t0, t1 = load(lambda: deploy(source), "cluster-rolling-deploy")
+    output = flat(proc.stdout)
+    assert proc.returncode == 0, output[-4000:]
+    after = {name: current(name) for name in APP}
+    new = after["cluster-app1"]
+    lost = failed(results)
+    moments = {name: switches(name, since) for name in APP}
+    note("a rolling deploy with a migration", requests=len(results), failed=len(lost),
+         deploy_seconds=round(t1 - t0, 1), switch_seconds_after_start={n: [round(m - t0, 1) for m in v] for n, v in moments.items()})
+    assert after == {name: new for name in APP} and new != before["cluster-app1"], after
+    assert all(len(v) == 1 for v in moments.values()), f"switches per host: {moments}"
+    assert moments["cluster-app1"][0] < moments["cluster-app2"][0], moments
+    migrated = [host for section in re.split(r"(?=TASK \[)", output) if "Apply the migrations]" in section
+                for host in re.findall(r"changed: \[(\S+)\]", section)]
+    assert migrated == ["cluster-app1"], f"the migration ran on {migrated}"
+    assert not lost, f"{len(lost)} of {len(results)} requests failed: {lost[:5]}"
+    assert len(results) >= MIN_REQUESTS
+    versions = {r[4] for r in results if r[2] == "/version" and r[0] > t1}
+    assert versions <= {new}, versions
+
+
+def test_a_rolling_deploy_whose_second_host_fails_puts_the_first_back(tmp_path):
+    """The new release's URLs fail to load on app2 only (its health check answers 500):
+    app1 switched first and goes back; the run fails naming app2 and the step; no
+    request failed and both hosts end on the release they ran before."""
+    def break_on_app2(target: Path):
+        urls = target / "superbook" / "urls.py"
+        urls.write_text(urls.read_text() + (
+            "\nimport os  # noqa: E402\n\n"
+            "if os.path.exists('/etc/mysite/refuse-this-release'):\n"
+            "    raise RuntimeError('this release is broken on this host on purpose')\n"))
+
+    source = release(tmp_path, "rolling-broken-on-app2", break_on_app2)
+    before = {name: current(name) for name in APP}
+    HOSTS["cluster-app2"].check_output("touch /etc/mysite/refuse-this-release")
+    since = time.monotonic()
+    try:
+        proc, results, t0, t1 = load(lambda: deploy(source), "cluster-rolling-deploy-put-back")
+    finally:
+        HOSTS["cluster-app2"].run("rm -f /etc/mysite/refuse-this-release")
+    output = flat(proc.stdout)
+    lost = failed(results)
+    moments = {name: switches(name, since) for name in APP}
+    note("a rolling deploy whose second host fails", requests=len(results), failed=len(lost),
+         deploy_seconds=round(t1 - t0, 1), switches={n: len(v) for n, v in moments.items()})
+    assert proc.returncode != 0, output[-4000:]
+    assert "cluster-app2: Release" in output and "did not go live" in output, output[-4000:]
+    assert f"went live here and was put back: current points to {before['cluster-app1']} again" in output, output[-4000:]
+    assert {name: current(name) for name in APP} == before
+    assert len(moments["cluster-app1"]) == 2 and not moments["cluster-app2"], moments
+    assert not lost, f"{len(lost)} of {len(results)} requests failed: {lost[:5]}"
+    versions = {r[4] for r in results if r[2] == "/version" and r[0] > t1}
+    assert versions <= {before["cluster-app1"]}, versions
 
 
 # --- faults under load -----------------------------------------------------------------
