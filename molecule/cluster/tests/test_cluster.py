@@ -233,6 +233,33 @@ def test_the_replica_streams_what_the_primary_writes():
     assert refused.rc != 0 and "read-only transaction" in refused.stderr, refused.stderr
 
 
+# --- the same playbooks under ansible-runner (AWX, Automation Platform) ----------------
+def test_site_yml_runs_unchanged_under_ansible_runner(tmp_path):
+    """A job as AWX or Automation Platform runs it: ansible-runner with a project folder
+    whose playbook is the collection's site.yml, the inventory beside it. On the converged
+    cluster it succeeds and changes nothing, as ansible-playbook does."""
+    project = tmp_path / "job" / "project"
+    project.mkdir(parents=True)
+    (project / "site.yml").write_text("---\n- name: The whole stack\n  ansible.builtin.import_playbook: prodready.django.site\n")
+    env = dict(os.environ, PATH=f"{ANSIBLE_PLAYBOOK.parent}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK.parent / "ansible-runner"), "run", str(tmp_path / "job"), "-p", "site.yml",
+         "--inventory", str(INVENTORY), "--ident", "site"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500, check=False)
+    artifacts = tmp_path / "job" / "artifacts" / "site"
+    status = (artifacts / "status").read_text().strip() if (artifacts / "status").exists() else "none"
+    stats = {}
+    for event in sorted((artifacts / "job_events").glob("*.json")):
+        data = json.loads(event.read_text())
+        if data.get("event") == "playbook_on_stats":
+            stats = data["event_data"]
+    note("site.yml under ansible-runner", status=status, changed=stats.get("changed", {}),
+         ok_hosts=len(stats.get("ok", {})))
+    assert proc.returncode == 0 and status == "successful", f"{status}:\n{proc.stdout[-4000:]}"
+    assert set(stats.get("ok", {})) == set(ADDRESS), stats.get("ok")
+    assert not stats.get("changed"), f"a converged cluster changed under ansible-runner: {stats['changed']}"
+
+
 # --- rolling deploys under load ------------------------------------------------------
 def test_a_rolling_deploy_with_a_migration_drops_nothing(tmp_path):
     """deploy_serial 1: the migration runs once, before the first switch; app1 switches
