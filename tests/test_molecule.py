@@ -28,7 +28,6 @@ SCENARIOS = sorted((p.parent.name for p in (ROOT / "molecule").glob("*/molecule.
 DEFAULT_STRATEGY = {
     "stack": "covers ansible-core's default strategy, the way the collection is used without Mitogen",
     "projects": "links its own inventory like stack: the docker connection by its FQCN, which Mitogen leaves alone",
-    "cluster": "links its own inventory like stack: the docker connection by its FQCN, which Mitogen leaves alone",
 }
 
 

@@ -99,6 +99,10 @@ def under_load(host, action, label: str, paths: list[str], threads: int, interva
     t0 = time.monotonic()
     try:
         result = action()
+    except BaseException:
+        # No results to read: stop the load now, so that it cannot outlive the test.
+        host.run(f"systemctl stop stackload-{label}")
+        raise
     finally:
         t1 = time.monotonic()
         host.run("touch /tmp/stackload.json.stop")

@@ -11,15 +11,19 @@ from ansible.errors import AnsibleFilterError
 LOOPBACK = "127.0.0.1"
 
 
+# RFC 1918's private networks and RFC 6598's shared address space (100.64.0.0/10), where
+# clouds put their private networks. Not Python's is_private, which also counts the
+# documentation and benchmark ranges (192.0.2.0/24, 198.18.0.0/15...) that are no
+# private network of anyone's.
+PRIVATE_NETWORKS = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
+
+
 def _is_private_ipv4(value) -> bool:
     try:
         address = ipaddress.IPv4Address(str(value))
     except ValueError:
         return False
-    # RFC 1918 and the shared address space of RFC 6598 (100.64.0.0/10), where clouds
-    # put their private networks; never loopback or link-local.
-    shared = ipaddress.IPv4Network("100.64.0.0/10")
-    return (address.is_private or address in shared) and not (address.is_loopback or address.is_link_local)
+    return any(address in network for network in PRIVATE_NETWORKS)
 
 
 def private_address(host, hostvars, local=None):
