@@ -9,9 +9,12 @@ import yaml
 from conftest import BIN, ROLES, ROOT, run, tail, tool_env
 
 # ansible-test's sanity tests that need virtual environments bootstrapped from a
-# host the test bed cannot reach. They check Python plugins (this collection has
-# none) or repeat checks that test_static.py runs: yamllint, antsibull-changelog lint.
-SANITY_SKIPS = ["changelog", "yamllint", "pylint", "pep8", "validate-modules", "import", "runtime-metadata"]
+# host the test bed cannot reach. They check Python plugins (the filter plugins: their
+# documentation is checked by test_filter_plugins_are_documented instead; the filters
+# themselves by tests/test_topology.py) or repeat checks that test_static.py runs:
+# yamllint, antsibull-changelog lint.
+SANITY_SKIPS = ["changelog", "yamllint", "pylint", "pep8", "validate-modules", "import", "runtime-metadata", "ansible-doc"]
+FILTERS = sorted(p.stem for p in (ROOT / "plugins" / "filter").glob("*.yml"))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,14 @@ def test_ansible_test_sanity(installed):
         args += ["--skip-test", skip]
     proc = run(args, log="ansible-test-sanity.log", cwd=collection, env=env)
     assert proc.returncode == 0, tail(proc.stdout, 60)
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_filter_plugins_are_documented(installed, name):
+    """ansible-doc renders each filter of the installed collection from its documentation."""
+    _, _, env = installed
+    proc = run([BIN / "ansible-doc", "-t", "filter", f"prodready.django.{name}"], log=f"ansible-doc-{name}.log", env=env)
+    assert proc.returncode == 0 and "EXAMPLES" in proc.stdout and "[WARNING]" not in proc.stdout, tail(proc.stdout)
 
 
 def test_changelog_fragments_lint():
