@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import shlex
+import shutil
 import time
 from pathlib import Path
 
@@ -112,3 +113,22 @@ def under_load(host, action, label: str, paths: list[str], threads: int, interva
         time.sleep(1)
     results = json.loads(host.check_output("cat /tmp/stackload.json"))["results"]
     return result, results, t0, t1
+
+
+def copy_release(app: Path, where: Path, label: str, edit=None) -> Path:
+    """A copy of the Django app `app` in where/label, a release of its own (the label is in
+    its tree, so its id differs), changed by edit(path). What a local run of the app left
+    (collectstatic output and uploads at its top, bytecode, SQLite files) stays behind."""
+    target = where / label
+
+    def ignore(directory, names):
+        top = Path(directory) == app
+        return [n for n in names if n in {"__pycache__", ".venv"} or n.endswith((".pyc", ".sqlite3"))
+                or (top and n in {"static", "media"})]
+
+    shutil.copytree(app, target, ignore=ignore)
+    (target / "posts" / "release_label.txt").write_text(label + "\n")
+    if edit:
+        edit(target)
+    return target
+

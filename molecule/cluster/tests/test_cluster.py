@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from prodready_testinfra import can_connect, journal_tail, under_load
+from prodready_testinfra import can_connect, copy_release, journal_tail, under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -117,28 +116,21 @@ def switches(name: str, since: float) -> list[float]:
 
 def release(tmp_path: Path, label: str, edit=None) -> Path:
     """A copy of the demo app with a release id of its own, changed by edit(path)."""
-    target = tmp_path / label
-
-    def ignore(directory, names):
-        top = Path(directory) == APP_SOURCE
-        return [n for n in names if n in {"__pycache__", ".venv"} or n.endswith((".pyc", ".sqlite3"))
-                or (top and n in {"static", "media"})]
-
-    shutil.copytree(APP_SOURCE, target, ignore=ignore)
-    (target / "posts" / "release_label.txt").write_text(label + "\n")
-    if edit:
-        edit(target)
-    return target
+    return copy_release(APP_SOURCE, tmp_path, label, edit)
 
 
-def deploy(source: Path, *extra: str) -> subprocess.CompletedProcess:
-    """deploy.yml on the whole inventory, one app host at a time, as a user would."""
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    """One of the collection's playbooks on the whole inventory, as a user would run it."""
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"),
-         "-e", f"deploy_source={source}", "-e", "deploy_git_repo=", "-e", "deploy_serial=1", *extra],
+        [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(ROOT / "playbooks" / name), *extra],
         cwd=ROOT, env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200, check=False,
     )
+
+
+def deploy(source: Path, *extra: str) -> subprocess.CompletedProcess:
+    """deploy.yml on the whole inventory, one app host at a time."""
+    return playbook("deploy.yml", "-e", f"deploy_source={source}", "-e", "deploy_git_repo=", "-e", "deploy_serial=1", *extra)
 
 
 def flat(output: str) -> str:
@@ -400,14 +392,6 @@ def test_a_web_host_killed_under_load_moves_the_floating_address():
 
 
 # --- promoting the replica (last: the database tier no longer matches the inventory) ---
-def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(ROOT / "playbooks" / name), *extra],
-        cwd=ROOT, env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", NO_COLOR="1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200, check=False,
-    )
-
-
 def test_promote_under_load_moves_the_app_to_the_replica():
     """promote.yml under load: the old primary fenced, the replica promoted with every row
     the primary had, the app hosts' DATABASE_URL pointed at it and their Gunicorn

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prodready_testinfra import assert_running, journal_tail, only_on
+from prodready_testinfra import assert_running, copy_release, journal_tail, only_on
 from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -134,17 +133,7 @@ def flat(output: str) -> str:
 
 def make_release(tmp_path: Path, label: str, edit=None) -> Path:
     """A copy of the demo app (a different release id: the label is in the tree), changed by edit(path)."""
-    target = tmp_path / label
-    def ignore(directory, names):
-        top = Path(directory) == APP  # collectstatic output and uploads of a local run, not the app's static/
-        return [n for n in names if n in {"__pycache__", ".venv"} or n.endswith((".pyc", ".sqlite3"))
-                or (top and n in {"static", "media"})]
-
-    shutil.copytree(APP, target, ignore=ignore)
-    (target / "posts" / "release_label.txt").write_text(label + "\n")
-    if edit:
-        edit(target)
-    return target
+    return copy_release(APP, tmp_path, label, edit)
 
 
 def add_migration(target: Path, name: str, operations: str, model_field: str = "") -> None:
