@@ -37,7 +37,10 @@ MITOGEN = "2.19-mitogen"
 PINNED = sorted((p.stem.removeprefix("ansible-") for p in CONTROLLERS.glob("ansible-*.txt")),
                 key=lambda v: tuple(int(n) for n in v.split(".")))
 NEWEST, OLDER = PINNED[-1], PINNED[:-1]
-CORES = [NEWEST, MITOGEN]
+# The stack under Mitogen runs when PRODREADY_MITOGEN_STACK=1: the suite grew past its
+# budget with the cluster scenario (the role scenarios still run under Mitogen each run).
+WITH_MITOGEN = os.environ.get("PRODREADY_MITOGEN_STACK") == "1"
+CORES = [NEWEST] + ([MITOGEN] if WITH_MITOGEN else [])
 # The container options of the Molecule platforms (.config/molecule/config.yml) and
 # scripts/demo.sh: what systemd needs to run as PID 1 on the test bed.
 HOST_OPTIONS = [
@@ -220,6 +223,7 @@ def test_older_core_converges_the_same_host_with_no_change(core, older):
 
 # Only the Mitogen host: check mode of the stack on the default strategy is the Molecule
 # stack scenario's.
+@pytest.mark.skipif(not WITH_MITOGEN, reason="the stack under Mitogen runs with PRODREADY_MITOGEN_STACK=1")
 @pytest.mark.parametrize("core", [pytest.param(MITOGEN, marks=pytest.mark.xdist_group(f"core{MITOGEN}"))],
                          indirect=True)
 def test_check_mode_changes_nothing_under_mitogen(core):
