@@ -234,30 +234,40 @@ def test_the_replica_streams_what_the_primary_writes():
 
 
 # --- the same playbooks under ansible-runner (AWX, Automation Platform) ----------------
-def test_site_yml_runs_unchanged_under_ansible_runner(tmp_path):
+def test_converge_runs_again_unchanged_under_ansible_runner(tmp_path):
     """A job as AWX or Automation Platform runs it: ansible-runner with a project folder
-    whose playbook is the collection's site.yml, the inventory beside it. On the converged
-    cluster it succeeds and changes nothing, as ansible-playbook does."""
+    whose playbook is the collection's site.yml then deploy.yml (converge.yml's plays, by
+    their collection names), the job's variables in env/extravars, the inventory beside it.
+    On the converged cluster it succeeds and changes nothing: this is the scenario's
+    idempotence step (molecule.yml)."""
     project = tmp_path / "job" / "project"
     project.mkdir(parents=True)
-    (project / "site.yml").write_text("---\n- name: The whole stack\n  ansible.builtin.import_playbook: prodready.django.site\n")
+    (project / "converge.yml").write_text(
+        "---\n- name: The whole stack\n  ansible.builtin.import_playbook: prodready.django.site\n\n"
+        "- name: The release\n  ansible.builtin.import_playbook: prodready.django.deploy\n")
+    (tmp_path / "job" / "env").mkdir()
+    (tmp_path / "job" / "env" / "extravars").write_text(
+        json.dumps({"deploy_source": str(APP_SOURCE), "deploy_git_repo": ""}))
     env = dict(os.environ, PATH=f"{ANSIBLE_PLAYBOOK.parent}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK.parent / "ansible-runner"), "run", str(tmp_path / "job"), "-p", "site.yml",
-         "--inventory", str(INVENTORY), "--ident", "site"],
+        [str(ANSIBLE_PLAYBOOK.parent / "ansible-runner"), "run", str(tmp_path / "job"), "-p", "converge.yml",
+         "--inventory", str(INVENTORY), "--ident", "converge"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500, check=False)
-    artifacts = tmp_path / "job" / "artifacts" / "site"
+    artifacts = tmp_path / "job" / "artifacts" / "converge"
     status = (artifacts / "status").read_text().strip() if (artifacts / "status").exists() else "none"
     stats = {}
     for event in sorted((artifacts / "job_events").glob("*.json")):
         data = json.loads(event.read_text())
         if data.get("event") == "playbook_on_stats":
             stats = data["event_data"]
-    note("site.yml under ansible-runner", status=status, changed=stats.get("changed", {}),
+    note("site.yml and deploy.yml under ansible-runner", status=status, changed=stats.get("changed", {}),
          ok_hosts=len(stats.get("ok", {})))
     assert proc.returncode == 0 and status == "successful", f"{status}:\n{proc.stdout[-4000:]}"
     assert set(stats.get("ok", {})) == set(ADDRESS), stats.get("ok")
-    assert not stats.get("changed"), f"a converged cluster changed under ansible-runner: {stats['changed']}"
+    changed_lines = [line for line in proc.stdout.splitlines() if line.startswith(("TASK [", "changed:"))]
+    changed_tasks = [task for task, line in zip(changed_lines, changed_lines[1:])
+                     if task.startswith("TASK [") and line.startswith("changed:")]
+    assert not stats.get("changed"), f"a converged cluster changed under ansible-runner: {stats['changed']}: {changed_tasks}"
 
 
 # --- rolling deploys under load ------------------------------------------------------

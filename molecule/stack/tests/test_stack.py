@@ -1,12 +1,11 @@
-"""The whole stack on each platform, as `make demo` builds it: real HTTPS requests
+"""The whole stack on one host, as `make demo` builds it: real HTTPS requests
 through Nginx -> Varnish -> Gunicorn -> PostgreSQL/Redis, then deploys, a rollback
 and outages under a bounded load sent from inside the container to 127.0.0.1:443.
 
 The tests run in file order and build on each other: release r1 (examples/superbook
-as converged), r2 (a new migration, deployed under load), back to r1 (rollback), three
+as converged), r2 (a new migration, deployed under load), back to r1 (rollback), two
 broken releases that must not go live, a release with new requirements, 20 000 requests
-with workers replaced one at a time, then Redis and Gunicorn outages. The long tests
-under load each run on one platform (DEPLOY_CHAIN below). Each deploy under
+with workers replaced one at a time, then Redis and Gunicorn outages. Each deploy under
 load is followed request by request: which Gunicorn instance answered /version, against
 the moment prodready-gunicorn recorded the switch.
 """
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prodready_testinfra import assert_running, copy_release, journal_tail, only_on
+from prodready_testinfra import assert_running, copy_release, journal_tail
 from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -44,14 +43,6 @@ MIN_REQUESTS = 3000
 # Seconds between two requests of one client: 20 clients send at most 400 requests/s,
 # a busy site's rate that leaves the 2 test cores to the deploy.
 INTERVAL = 0.05
-
-
-# The long tests under load each run on one platform, which halves their time: the
-# deploy, rollback and broken-release chain on Debian 12, the new virtualenv, the
-# failure seen only under Gunicorn, recycling and grace on Debian 13. Both platforms
-# still switch instances under load, and every other test runs on both.
-DEPLOY_CHAIN = "debian12"
-INSTANCES_AND_OUTAGES = "debian13"
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -431,7 +422,6 @@ def test_deploy_fact_records_the_release(host):
 
 # --- deploys, rollback, broken releases under load --------------------------------------
 def test_deploy_with_a_migration_under_load_drops_nothing(host, releases):
-    only_on(host, DEPLOY_CHAIN)
     old = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['r2']}"), "deploy")
@@ -451,13 +441,11 @@ def test_deploy_with_a_migration_under_load_drops_nothing(host, releases):
 
 
 def test_deploying_the_same_release_again_changes_nothing(host, releases):
-    only_on(host, DEPLOY_CHAIN)
     proc = playbook(host, "deploy.yml", "-e", f"deploy_source={releases['r2']}")
     assert proc.returncode == 0 and changed(proc, host) == 0, proc.stdout[-3000:]
 
 
 def test_rollback_under_load_drops_nothing(host):
-    only_on(host, DEPLOY_CHAIN)
     fact = json.loads(host.file("/etc/ansible/facts.d/prodready_deploy.fact").content_string)
     new, old = fact["history"][0], fact["history"][1]
     proc, results, t0, t1 = under_load(host, lambda: playbook(host, "rollback.yml"), "rollback")
@@ -470,7 +458,6 @@ def test_rollback_under_load_drops_nothing(host):
 
 
 def test_failing_migration_stops_the_deploy_before_the_switch(host, releases):
-    only_on(host, DEPLOY_CHAIN)
     before = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_migration']}"),
@@ -506,7 +493,6 @@ def assert_never_served(host, proc, results, before: str) -> None:
 def test_release_failing_only_under_gunicorn_never_serves(host, releases):
     """Healthy in a one-off process, unhealthy under Gunicorn: the check through the new
     instance's own socket catches it before the front moves."""
-    only_on(host, INSTANCES_AND_OUTAGES)
     before = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['broken_under_gunicorn']}"),
@@ -520,7 +506,6 @@ def test_release_failing_only_under_gunicorn_never_serves(host, releases):
 def test_deploy_from_a_git_tag(host):
     """A git repository and a tag: here a bare repository on the host (file://), holding
     the project in a subfolder, made from the running release's code."""
-    only_on(host, DEPLOY_CHAIN)
     host.check_output(
         "rm -rf /tmp/gitwork /srv/gitsrc.git && mkdir -p /tmp/gitwork/app && "
         f"tar -C {CURRENT}/ --exclude=./.venv --exclude=./.static --exclude=./RELEASE --exclude=./.prodready-ready "
@@ -552,7 +537,6 @@ def miss_seconds(host, path: str) -> float:
 
 def test_deploy_with_new_requirements_under_load_drops_nothing(host, releases):
     """New requirements: a new virtualenv, which the new instance starts from, like any release."""
-    only_on(host, INSTANCES_AND_OUTAGES)
     old = current_release(host)
     proc, results, t0, t1 = under_load(
         host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['new_requirements']}"),
@@ -571,7 +555,6 @@ def test_workers_are_replaced_one_at_a_time_under_load(host):
     """20 000 requests that reach Gunicorn (/version is never cached), no deploy: with
     max_requests 400 (molecule/stack/inventory) every worker is replaced several times,
     and Gunicorn's own log shows never more than one worker leaving or booting at once."""
-    only_on(host, INSTANCES_AND_OUTAGES)
     unit = live_unit(host)
     since = host.check_output("date +%s")
     proc, results, t0, t1 = shared_under_load(host, lambda: time.sleep(1), "recycling", ["/version"], THREADS,
@@ -623,7 +606,6 @@ def wait_for_backend(host, state: str, seconds: int = 40) -> None:
 
 
 def test_cached_pages_answer_from_grace_with_gunicorn_stopped(host):
-    only_on(host, INSTANCES_AND_OUTAGES)
     path = f"/?grace={uuid.uuid4().hex}"
     assert get(host, path)[0] == 200
     assert get(host, path)[1]["x-cache"] == "HIT"
