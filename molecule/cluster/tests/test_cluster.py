@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,55 @@ def test_each_web_host_serves_the_release_static_files(web):
     assert HOSTS[web].file(f"/srv/mysite/shared/static{css.group(1).removeprefix('/static')}").is_file
     status, body = get(css.group(1), ADDRESS[web])
     assert status == 200 and "{" in body, f"{web} answered {status} for {css.group(1)}"
+
+
+# --- the users' uploads, one folder for every app and web host -------------------------
+STORAGE, MEDIA = "cluster-cache1", "/srv/mysite/shared/media"
+MEDIA_SSH = ("-i /etc/prodready-media/id_ed25519 -o UserKnownHostsFile=/etc/prodready-media/known_hosts "
+             "-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5")
+
+
+@pytest.mark.parametrize("name", WEB + APP)
+def test_each_app_and_web_host_mounts_the_storage_hosts_files(name):
+    mount = HOSTS[name].check_output(f"findmnt -n -o FSTYPE,SOURCE --mountpoint {MEDIA}").split()
+    assert mount == ["fuse.sshfs", f"prodready-media@{ADDRESS[STORAGE]}:/mysite"], mount
+
+
+def test_an_upload_saved_on_one_app_host_is_served_and_read_everywhere():
+    """Saved through Django's storage on app1 under Gunicorn's umask (0027): the file is
+    on the storage host, app2's app user reads it, both web hosts' Nginx serve it."""
+    name = f"uploads/{uuid.uuid4().hex}/photo.txt"
+    code = ("import os; os.umask(0o027); from django.core.files.base import ContentFile; "
+            "from django.core.files.storage import default_storage; "
+            f"print(default_storage.save({name!r}, ContentFile(b'saved on app1')))")
+    saved = HOSTS["cluster-app1"].check_output(f"/usr/local/sbin/mysite-manage shell -c {shlex.quote(code)}").splitlines()[-1]
+    stored = HOSTS[STORAGE].file(f"/srv/media/mysite/{saved}")
+    assert stored.is_file and stored.content_string == "saved on app1", f"not on the storage host: {saved}"
+    folder = HOSTS[STORAGE].file(f"/srv/media/mysite/{saved.rsplit('/', 1)[0]}")
+    assert stored.user == "prodready-media" and folder.mode & 0o007 == 0, (stored.user, oct(folder.mode))
+    assert HOSTS["cluster-app2"].check_output(f"runuser -u mysite -- cat {MEDIA}/{saved}") == "saved on app1"
+    for web in WEB:
+        status, body = get(f"/media/{saved}", ADDRESS[web])
+        assert (status, body) == (200, "saved on app1"), f"{web} answered {status} for /media/{saved}"
+
+
+def test_the_storage_host_lets_the_hosts_in_for_sftp_in_the_chroot_only():
+    """app1's media key: SFTP sees the chroot (the app's folder and nothing else of the
+    storage host); a command gets no shell."""
+    app1, target = HOSTS["cluster-app1"], f"prodready-media@{ADDRESS[STORAGE]}"
+    listing = app1.run(f"echo 'ls -1 /' | sftp {MEDIA_SSH} -b - {target}")
+    assert listing.rc == 0 and listing.stdout.split()[-1:] == ["/mysite"], listing.stdout + listing.stderr
+    shell = app1.run(f"timeout 20 ssh {MEDIA_SSH} {target} id </dev/null")
+    assert "uid=" not in shell.stdout, shell.stdout
+    # The key is refused from any other address than app1's.
+    HOSTS["cluster-db1"].check_output("mkdir -p -m 0700 /tmp/media-key")
+    key = app1.check_output("cat /etc/prodready-media/id_ed25519")
+    HOSTS["cluster-db1"].check_output(f"umask 077 && printf '%s\\n' {shlex.quote(key)} > /tmp/media-key/id && "
+                                      f"ssh-keyscan -t ed25519 {ADDRESS[STORAGE]} > /tmp/media-key/known 2>/dev/null")
+    stolen = HOSTS["cluster-db1"].run(
+        f"echo 'ls /' | sftp -i /tmp/media-key/id -o UserKnownHostsFile=/tmp/media-key/known -o BatchMode=yes -b - {target}")
+    HOSTS["cluster-db1"].run("rm -rf /tmp/media-key")
+    assert stolen.rc != 0 and "/mysite" not in stolen.stdout, stolen.stdout + stolen.stderr
 
 
 def test_the_replica_streams_what_the_primary_writes():
