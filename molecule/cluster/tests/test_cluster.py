@@ -400,6 +400,28 @@ def test_a_rolling_deploy_whose_second_host_fails_puts_the_first_back(tmp_path):
     assert versions <= {before["cluster-app1"]}, versions
 
 
+def test_rollback_yml_goes_back_one_app_host_at_a_time():
+    """rollback.yml as on one host, with deploy_serial 1: each app host goes back to the
+    release before its current one while the other serves; no request fails and both end
+    on the same release (the migration of the rolling deploy stays: its column is nullable)."""
+    history = {name: json.loads(HOSTS[name].file("/etc/ansible/facts.d/prodready_deploy.fact").content_string)["history"]
+               for name in APP}
+    previous = {name: [r for r in h if r != current(name)][0] for name, h in history.items()}
+    assert len(set(previous.values())) == 1, previous
+    since = time.monotonic()
+    proc, results, t0, t1 = load(lambda: playbook("rollback.yml", "-e", "deploy_serial=1"), "cluster-rollback")
+    lost = failed(results)
+    moments = {name: switches(name, since) for name in APP}
+    note("rollback.yml, one app host at a time", requests=len(results), failed=len(lost),
+         rollback_seconds=round(t1 - t0, 1), switches={n: len(v) for n, v in moments.items()})
+    assert proc.returncode == 0, flat(proc.stdout)[-4000:]
+    assert {name: current(name) for name in APP} == previous
+    assert all(len(v) == 1 for v in moments.values()) and moments["cluster-app1"][0] < moments["cluster-app2"][0], moments
+    assert not lost, f"{len(lost)} of {len(results)} requests failed: {lost[:5]}"
+    versions = {r[4] for r in results if r[2] == "/version" and r[0] > t1}
+    assert versions <= set(previous.values()), versions
+
+
 # --- faults under load -----------------------------------------------------------------
 def test_an_app_host_stopped_under_load_loses_only_its_requests_in_flight():
     """app2 shut down while 20 clients load the front: Varnish sends what app2 can no
