@@ -53,16 +53,19 @@ class Scenario:
         # the harness can throw them away with the containers.
         self.ephemeral = ROOT / ".cache" / "molecule" / name
 
+    def configs(self) -> tuple[dict, dict]:
+        """The scenario's molecule.yml and the shared config it overrides."""
+        own = yaml.safe_load((self.dir / "molecule.yml").read_text()) or {}
+        return own, yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text())
+
     def steps(self) -> list[str]:
         """The scenario's test_sequence: its own, or the shared config's."""
-        own = (yaml.safe_load((self.dir / "molecule.yml").read_text()) or {}).get("scenario") or {}
-        shared = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text())
-        return own.get("test_sequence") or shared["scenario"]["test_sequence"]
+        own, shared = self.configs()
+        return (own.get("scenario") or {}).get("test_sequence") or shared["scenario"]["test_sequence"]
 
     def platform_images(self) -> dict[str, str]:
         """The scenario's containers and their images: its own platforms, or the shared config's."""
-        own = yaml.safe_load((self.dir / "molecule.yml").read_text()) or {}
-        shared = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text())
+        own, shared = self.configs()
         return {p["name"].replace("${MOLECULE_SCENARIO_NAME}", self.name): p["image"]
                 for p in own.get("platforms") or shared["platforms"]}
 
