@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,17 @@ def under_load(host, action, label: str, paths: list[str], threads: int, interva
         time.sleep(1)
     results = json.loads(host.check_output("cat /tmp/stackload.json"))["results"]
     return result, results, t0, t1
+
+
+def save_upload(host, manage: str, content: str) -> str:
+    """An upload saved as the app saves one: Django's default storage, through the app's
+    manage.py wrapper, under Gunicorn's UMask=0027 (its folders 0750). Its name under
+    MEDIA_ROOT (uploads/<random>/photo.txt, or the name the storage chose)."""
+    name = f"uploads/{uuid.uuid4().hex}/photo.txt"
+    code = ("import os; os.umask(0o027); from django.core.files.base import ContentFile; "
+            "from django.core.files.storage import default_storage; "
+            f"print(default_storage.save({name!r}, ContentFile({content.encode()!r})))")
+    return host.check_output(f"{manage} shell -c {shlex.quote(code)}").strip().splitlines()[-1]
 
 
 def copy_release(app: Path, where: Path, label: str, edit=None) -> Path:

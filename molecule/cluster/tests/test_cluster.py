@@ -17,12 +17,11 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import testinfra
-from prodready_testinfra import can_connect, copy_release, journal_tail, under_load
+from prodready_testinfra import can_connect, copy_release, journal_tail, save_upload, under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -241,11 +240,7 @@ def test_each_app_and_web_host_mounts_the_storage_hosts_files(name):
 def test_an_upload_saved_on_one_app_host_is_served_and_read_everywhere():
     """Saved through Django's storage on app1 under Gunicorn's umask (0027): the file is
     on the storage host, app2's app user reads it, both web hosts' Nginx serve it."""
-    name = f"uploads/{uuid.uuid4().hex}/photo.txt"
-    code = ("import os; os.umask(0o027); from django.core.files.base import ContentFile; "
-            "from django.core.files.storage import default_storage; "
-            f"print(default_storage.save({name!r}, ContentFile(b'saved on app1')))")
-    saved = HOSTS["cluster-app1"].check_output(f"/usr/local/sbin/mysite-manage shell -c {shlex.quote(code)}").splitlines()[-1]
+    saved = save_upload(HOSTS["cluster-app1"], "/usr/local/sbin/mysite-manage", "saved on app1")
     stored = HOSTS[STORAGE].file(f"/srv/media/mysite/{saved}")
     assert stored.is_file and stored.content_string == "saved on app1", f"not on the storage host: {saved}"
     folder = HOSTS[STORAGE].file(f"/srv/media/mysite/{saved.rsplit('/', 1)[0]}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prodready_testinfra import assert_running, copy_release, journal_tail
+from prodready_testinfra import assert_running, copy_release, journal_tail, save_upload
 from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -381,12 +381,8 @@ def test_hashed_static_file_is_cached_for_a_year(host):
 def test_an_upload_saved_under_gunicorns_umask_is_served_by_nginx(host):
     """Django's storage makes the upload's directories with the process umask (Gunicorn's
     UMask=0027 gives 0750): Nginx (www-data) must still read them."""
-    name = f"uploads/{uuid.uuid4().hex}/photo.txt"
-    code = ("import os; os.umask(0o027); from django.core.files.base import ContentFile; "
-            "from django.core.files.storage import default_storage; "
-            f"print(default_storage.save({name!r}, ContentFile(b'uploaded')))")
-    saved = host.check_output(f"{MANAGE} shell -c {shlex.quote(code)}").strip().splitlines()[-1]
-    mode = host.file(f"/srv/superbook/shared/media/{name.rsplit('/', 1)[0]}").mode
+    saved = save_upload(host, MANAGE, "uploaded")
+    mode = host.file(f"/srv/superbook/shared/media/{saved.rsplit('/', 1)[0]}").mode
     assert mode & 0o007 == 0, f"the umask did not apply ({oct(mode)}): the test would prove nothing"
     status, _, body = get(host, f"/media/{saved}")
     assert (status, body) == (200, "uploaded"), f"/media/{saved} answered {status}"
