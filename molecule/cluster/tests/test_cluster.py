@@ -321,6 +321,36 @@ def test_converge_runs_again_unchanged_under_ansible_runner(tmp_path):
     assert not stats.get("changed"), f"a converged cluster changed under ansible-runner: {stats['changed']}: {changed_tasks}"
 
 
+# --- scheduled jobs --------------------------------------------------------------------
+def test_the_scheduled_jobs_run_on_one_app_host_only():
+    """django_app_jobs' default (clearsessions) on app1, the first app host, not on app2;
+    it runs there against the primary over TCP."""
+    unit = "mysite-job-clearsessions"
+    app1, app2 = HOSTS["cluster-app1"], HOSTS["cluster-app2"]
+    assert app1.service(f"{unit}.timer").is_running and app1.service(f"{unit}.timer").is_enabled
+    assert not app2.file(f"/etc/systemd/system/{unit}.timer").exists
+    assert not app2.file(f"/etc/systemd/system/{unit}.service").exists
+    app1.run_expect([0], f"systemctl start {unit}.service")
+    shown = app1.check_output(f"systemctl show -p Result -p ExecMainStatus {unit}.service")
+    assert shown.split() == ["Result=success", "ExecMainStatus=0"], (shown, journal_tail(app1, unit))
+
+
+# --- a project this Python cannot run -------------------------------------------------
+def test_a_project_whose_django_needs_a_newer_python_is_refused_before_pip():
+    """`wagtail start mysite` as it came out (molecule/projects/layouts/wagtail) asks for
+    Django 6.1, which needs Python 3.12: on app2 (Debian 12, Python 3.11) the deploy stops
+    before any install, saying so, and the live release stays."""
+    before = current("cluster-app2")
+    proc = playbook("deploy.yml", "--limit", "cluster-app2", "-e", "deploy_git_repo=",
+                    "-e", f"deploy_source={ROOT / 'molecule' / 'projects' / 'layouts' / 'wagtail'}")
+    output = flat(proc.stdout)
+    assert proc.returncode != 0, output[-3000:]
+    assert ("requirements.txt asks for Django 6.1 or later, which needs Python >= 3.12; "
+            "/usr/bin/python3 on this host is 3.11") in output, output[-3000:]
+    assert "Install the requirements" not in output
+    assert current("cluster-app2") == before
+
+
 # --- rolling deploys under load ------------------------------------------------------
 def test_a_rolling_deploy_with_a_migration_drops_nothing(tmp_path):
     """deploy_serial 1: the migration runs once, before the first switch; app1 switches

@@ -524,6 +524,89 @@ def test_deploy_from_a_git_tag(host):
     assert again.returncode == 0 and changed(again, host) == 0, again.stdout[-3000:]
 
 
+# --- scheduled jobs --------------------------------------------------------------------
+def test_scheduled_jobs_run_from_their_timers_as_the_app(host):
+    """django_app_jobs of inventories/demo: each job's timer is waiting for its next run;
+    started as its timer would, the job runs manage.py in the live release as the app
+    user, with the app's environment, and its output is in the journal."""
+    for job in ["clearsessions", "deploy-check"]:
+        timer = host.service(f"superbook-job-{job}.timer")
+        assert timer.is_enabled and timer.is_running, journal_tail(host, f"superbook-job-{job}.timer")
+        assert host.check_output(f"systemctl show -P NextElapseUSecRealtime superbook-job-{job}.timer")
+    since = host.check_output("date +%s")
+    host.run_expect([0], "systemctl start superbook-job-clearsessions.service superbook-job-deploy-check.service")
+    for job in ["clearsessions", "deploy-check"]:
+        shown = host.check_output(f"systemctl show -p Result -p ExecMainStatus superbook-job-{job}.service")
+        assert shown.split() == ["Result=success", "ExecMainStatus=0"], (job, shown, journal_tail(host, f"superbook-job-{job}"))
+    log = host.check_output(f"journalctl -u superbook-job-deploy-check --since @{since} --no-pager -o cat")
+    assert "System check identified no issues (0 silenced)." in log, log
+    entries = [json.loads(line) for line in host.check_output(
+        f"journalctl -u superbook-job-deploy-check --since @{since} --no-pager -o json").splitlines()]
+    uids = {e["_UID"] for e in entries if "System check" in str(e.get("MESSAGE", ""))}
+    assert uids == {host.check_output("id -u superbook")}, uids
+
+
+# --- logs ----------------------------------------------------------------------------
+def test_the_journal_is_bounded_and_the_app_logs_rotate(host):
+    """journald keeps the journal on disk within common_journald_max_use and _retention;
+    logrotate turns a log file of the app's folder over as the app user, without taking
+    it from a process that holds it open (copytruncate); Debian's rules cover Nginx and Varnish."""
+    config = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    for line in ["Storage=persistent", "SystemMaxUse=1G", "MaxRetentionSec=3month"]:
+        assert f"\n{line}" in config, f"{line} is not in journald's configuration:\n{config[-1500:]}"
+    assert host.file("/var/log/journal").is_directory
+    log = "/srv/superbook/shared/log/rotation-test.log"
+    host.check_output(f"runuser -u superbook -- sh -c 'echo first > {log}'")
+    try:
+        host.check_output("logrotate --force /etc/logrotate.d/superbook")
+        rotated = host.file(f"{log}.1")
+        assert rotated.exists and rotated.user == "superbook" and rotated.content_string == "first\n"
+        assert host.file(log).exists and host.file(log).size == 0
+    finally:
+        host.run(f"rm -f {log} {log}.*")
+    for rule in ["nginx", "varnish"]:
+        assert host.file(f"/etc/logrotate.d/{rule}").exists, rule
+
+
+# --- maintenance mode ------------------------------------------------------------------
+MAINTENANCE_FLAG = "/var/www/maintenance/on"
+
+
+def test_maintenance_yml_closes_and_reopens_the_site(host):
+    """maintenance.yml on: every page and a POST get 503 with Retry-After and the page,
+    from Nginx (Varnish never sees them, so never caches them); static files are still
+    served; the health check says why. A second `on` and `off` in check mode change
+    nothing; off brings the pages back. A value other than on or off stops at once."""
+    bad = playbook(host, "maintenance.yml", "-e", "maintenance=maybe")
+    assert bad.returncode != 0 and "maintenance must be on or off" in flat(bad.stdout), flat(bad.stdout)[-2000:]
+    assert changed(bad, host) == 0 and not host.file(MAINTENANCE_FLAG).exists
+    css = css_path(host)
+    try:
+        on = playbook(host, "maintenance.yml", "-e", "maintenance=on")
+        assert on.returncode == 0 and changed(on, host) == 1, flat(on.stdout)[-3000:]
+        for args in [("/",), ("/popular/",), (f"/?v={uuid.uuid4().hex}",), ("/admin/",),
+                     ("/login/", "--data", "username=a&password=b")]:
+            status, headers, body = get(host, *args)
+            assert status == 503 and "Down for maintenance" in body, (args, status, body[:300])
+            assert int(headers["retry-after"]) > 0 and headers["cache-control"] == "no-store", (args, headers)
+            assert "x-cache" not in headers, f"{args[0]} went through Varnish: {headers}"
+        status, headers, body = get(host, "/healthz")
+        assert (status, json.loads(body)) == (503, {"status": "maintenance"}), (status, body)
+        assert get(host, css)[0] == 200
+        again = playbook(host, "maintenance.yml", "-e", "maintenance=on")
+        assert again.returncode == 0 and changed(again, host) == 0, flat(again.stdout)[-3000:]
+        check = playbook(host, "maintenance.yml", "-e", "maintenance=off", "--check")
+        assert check.returncode == 0 and host.file(MAINTENANCE_FLAG).exists, flat(check.stdout)[-3000:]
+        assert get(host, "/")[0] == 503
+        off = playbook(host, "maintenance.yml", "-e", "maintenance=off")
+        assert off.returncode == 0 and changed(off, host) == 1, flat(off.stdout)[-3000:]
+    finally:
+        host.run(f"rm -f {MAINTENANCE_FLAG}")
+    status, headers, body = get(host, "/")
+    assert status == 200 and headers["x-cache"] in {"HIT", "MISS"}, (status, headers)
+    assert json.loads(get(host, "/healthz")[2])["status"] == "ok"
+
+
 # --- outages -------------------------------------------------------------------------
 def miss_seconds(host, path: str) -> float:
     """Seconds curl takes for a page Varnish has not cached (a new query string)."""
