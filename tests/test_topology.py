@@ -60,3 +60,24 @@ def test_sites_keep_their_tiers_apart():
     assert topology.same_site(["web1", "app1", "a"], HOSTVARS, "app1") == ["web1", "app1"]
     assert topology.other_hosts(["web1", "app1", "a"], HOSTVARS, "app1") == ["web1"]
     assert topology.other_hosts(["a"], HOSTVARS, "a") == []
+
+
+GROUPS = {"db": ["db1", "db2"], "web": ["web1"], "cache": ["db1"], "app": ["app1"]}
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("app1", {"node": 9100}),
+    ("db1", {"node": 9100, "postgres": 9187, "redis": 9121}),
+    ("web1", {"node": 9100, "nginx": 9113, "varnish": 9131, "mtail": 3903}),
+])
+def test_exporters_follow_the_tiers(host, expected):
+    assert topology.exporters(host, HOSTVARS, GROUPS) == expected
+
+
+def test_exporters_of_the_host_and_their_ports_win():
+    hostvars = {**HOSTVARS, "app1": {"monitoring_exporters": ["node", "redis"], "monitoring_exporter_ports": {"redis": 9200}}}
+    assert topology.exporters("app1", hostvars, GROUPS) == {"node": 9100, "redis": 9200}
+    hostvars["app1"]["monitoring_exporters"] = ["node", "memcached"]
+    with pytest.raises(AnsibleFilterError, match="monitoring_exporters of app1 names memcached: the exporters are node"):
+        topology.exporters("app1", hostvars, GROUPS)
+

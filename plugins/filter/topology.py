@@ -96,7 +96,34 @@ def other_hosts(hosts, hostvars, local):
     return [h for h in same_site(hosts, hostvars, local) if h != str(local)]
 
 
+# The Prometheus exporters of the monitoring role, their ports, and the group whose hosts
+# run each (the node exporter runs on every host). mtail turns Nginx's access log into the
+# app's request rate, 5xx ratio and latency. Memcached has none: Debian ships no exporter.
+EXPORTER_PORTS = {"node": 9100, "postgres": 9187, "redis": 9121, "nginx": 9113, "varnish": 9131, "mtail": 3903}
+EXPORTER_GROUPS = {"postgres": "db", "redis": "cache", "nginx": "web", "varnish": "web", "mtail": "web"}
+
+
+def exporters(host, hostvars, groups):
+    """The exporters `host` runs, {name: port}: the node exporter, and those of its tiers
+    (EXPORTER_GROUPS). The host's monitoring_exporters, when set, is the list instead;
+    its monitoring_exporter_ports changes ports. The monitoring role listens on them, the
+    prometheus role scrapes them and the common role's firewall opens them to it."""
+    name = str(host)
+    variables = hostvars[name]
+    chosen = variables.get("monitoring_exporters")
+    if chosen is None:
+        chosen = ["node"] + [e for e, group in EXPORTER_GROUPS.items() if name in (groups.get(group) or [])]
+    unknown = [e for e in chosen if e not in EXPORTER_PORTS]
+    if unknown:
+        raise AnsibleFilterError(
+            f"monitoring_exporters of {name} names {', '.join(map(str, unknown))}: the exporters are "
+            f"{', '.join(EXPORTER_PORTS)}"
+        )
+    ports = {**EXPORTER_PORTS, **(variables.get("monitoring_exporter_ports") or {})}
+    return {e: int(ports[e]) for e in chosen}
+
+
 class FilterModule:
     def filters(self):
         return {"private_address": private_address, "db_primary": db_primary, "same_site": same_site,
-                "other_hosts": other_hosts}
+                "other_hosts": other_hosts, "exporters": exporters}

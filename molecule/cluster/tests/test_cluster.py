@@ -321,6 +321,43 @@ def test_converge_runs_again_unchanged_under_ansible_runner(tmp_path):
     assert not stats.get("changed"), f"a converged cluster changed under ansible-runner: {stats['changed']}: {changed_tasks}"
 
 
+# --- metrics -----------------------------------------------------------------------------
+def test_prometheus_on_the_monitoring_host_scrapes_every_host():
+    """Prometheus on cache1 (group monitoring) scrapes every exporter of the seven hosts at
+    their private addresses, and probes the site through each web host; an exporter's
+    port is open to the monitoring host only. The ReplicationLag rule is there (db2 is a
+    replica), and db2's lag is exported."""
+    monitor = HOSTS["cluster-cache1"]
+    expected = {("node", name) for name in ADDRESS} | {("postgres", "cluster-db1"), ("postgres", "cluster-db2"),
+                ("redis", "cluster-cache1"), ("prometheus", "cluster-cache1"), ("alertmanager", "cluster-cache1")}
+    expected |= {(job, web) for web in WEB for job in ("nginx", "varnish", "mtail")}
+    expected |= {("site", f"https://{ADDRESS[web]}/healthz") for web in WEB}
+
+    def targets():
+        found = json.loads(monitor.check_output("curl -sS --max-time 10 http://127.0.0.1:9090/api/v1/targets"))
+        return {(t["labels"]["job"], t["labels"]["instance"]): (t["health"], t["lastError"])
+                for t in found["data"]["activeTargets"]}
+
+    deadline, seen = time.monotonic() + 90, {}
+    while time.monotonic() < deadline:
+        seen = targets()
+        if {key for key, (health, _) in seen.items() if health == "up"} == expected:
+            break
+        time.sleep(3)
+    assert set(seen) == expected, set(seen) ^ expected
+    down = {key: value for key, value in seen.items() if value[0] != "up"}
+    assert not down, down
+    assert can_connect(monitor, ADDRESS["cluster-app1"], 9100)
+    assert not can_connect(HOSTS["cluster-web1"], ADDRESS["cluster-app1"], 9100, timeout=1.5)
+    rules = json.loads(monitor.check_output("curl -sS --max-time 10 http://127.0.0.1:9090/api/v1/rules"))
+    names = {r["name"] for group in rules["data"]["groups"] for r in group["rules"]}
+    assert "ReplicationLag" in names, names
+    lag = json.loads(monitor.check_output(
+        "curl -sS --max-time 10 http://127.0.0.1:9090/api/v1/query --data-urlencode "
+        + shlex.quote("query=pg_replication_lag_seconds or pg_replication_lag")))["data"]["result"]
+    assert {r["metric"]["instance"] for r in lag} >= {"cluster-db2"}, lag
+
+
 # --- scheduled jobs --------------------------------------------------------------------
 def test_the_scheduled_jobs_run_on_one_app_host_only():
     """django_app_jobs' default (clearsessions) on app1, the first app host, not on app2;

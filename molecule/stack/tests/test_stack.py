@@ -20,12 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from prodready_testinfra import assert_running, copy_release, journal_tail, save_upload
+from prodready_testinfra import assert_running, copy_release, journal_tail, save_upload, start_transient, wait_for_port
 from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -393,9 +394,15 @@ def test_check_deploy_reports_nothing(host):
     assert out.strip() == "System check identified no issues (0 silenced)."
 
 
+# The monitoring role's exporters, Nginx's status page, Prometheus, Alertmanager and the
+# blackbox exporter: on loopback, Prometheus being on this host.
+MONITORING_PORTS = {"9100", "9187", "9121", "9113", "9131", "3903", "8080", "9090", "9093", "9115"}
+
+
 def test_backends_listen_only_on_loopback(host):
     """PostgreSQL, Redis, Memcached, Gunicorn (its live instance: the front 8000 leads to
-    8001 or 8002) and Varnish: 127.0.0.1, ::1 or Unix sockets only."""
+    8001 or 8002), Varnish and the monitoring (MONITORING_PORTS): 127.0.0.1, ::1 or Unix
+    sockets only."""
     sockets = host.check_output("ss -Htlnup").splitlines()
     seen, exposed = set(), []
     for line in sockets:
@@ -404,13 +411,13 @@ def test_backends_listen_only_on_loopback(host):
         address, port = local.rsplit(":", 1)
         owners = set(re.findall(r'\("([^"]+)"', line))
         backend = owners & {"postgres", "redis-server", "memcached", "gunicorn", "varnishd", "cache-main"} or \
-            port in {"5432", "6379", "11211", "8000", "8001", "8002", "6081", "6082"}
+            port in {"5432", "6379", "11211", "8000", "8001", "8002", "6081", "6082"} | MONITORING_PORTS
         if backend:
             seen.add(port)
             if address not in {"127.0.0.1", "[::1]"}:
                 exposed.append(line)
     assert not exposed, "\n".join(exposed)
-    assert {"5432", "6379", "11211", "6081"} <= seen and seen & {"8001", "8002"}, seen
+    assert {"5432", "6379", "11211", "6081"} | MONITORING_PORTS <= seen and seen & {"8001", "8002"}, seen
 
 
 def test_deploy_fact_records_the_release(host):
@@ -544,6 +551,119 @@ def test_scheduled_jobs_run_from_their_timers_as_the_app(host):
         f"journalctl -u superbook-job-deploy-check --since @{since} --no-pager -o json").splitlines()]
     uids = {e["_UID"] for e in entries if "System check" in str(e.get("MESSAGE", ""))}
     assert uids == {host.check_output("id -u superbook")}, uids
+
+
+# --- metrics and alerts ---------------------------------------------------------------
+PROMETHEUS_JOBS = {"prometheus", "alertmanager", "node", "postgres", "redis", "nginx", "varnish", "mtail", "site"}
+# The tests' Alertmanager receiver (prometheus_alert_webhook_urls of molecule/stack/inventory):
+# a transient unit on the container's loopback that appends every POST to a file.
+ALERT_SINK = "/tmp/alerts.jsonl"
+ALERT_SINK_CODE = f"""
+import http.server
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        with open({ALERT_SINK!r}, 'ab') as out:
+            out.write(body.replace(b'\\n', b' ') + b'\\n')
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(('127.0.0.1', 9999), Sink).serve_forever()
+"""
+
+
+def prometheus_api(host, path: str) -> dict:
+    return json.loads(host.check_output(f"curl -sS --max-time 10 {shlex.quote('http://127.0.0.1:9090/api/v1/' + path)}"))["data"]
+
+
+def promql(host, query: str) -> list:
+    return prometheus_api(host, f"query?query={urllib.parse.quote(query)}")["result"]
+
+
+def alert_state(host, name: str) -> str:
+    states = [a["state"] for a in prometheus_api(host, "alerts")["alerts"] if a["labels"]["alertname"] == name]
+    return states[0] if states else "inactive"
+
+
+def wait_for_alert(host, name: str, state: str, seconds: float) -> float:
+    """Seconds until the alert is in `state` (Prometheus's API), polled every second."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if alert_state(host, name) == state:
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"{name} is not {state} after {seconds} s: {prometheus_api(host, 'alerts')['alerts']}")
+
+
+def test_prometheus_scrapes_every_exporter_and_the_site(host):
+    """Every exporter of the host's tiers, Prometheus, Alertmanager and the blackbox probe
+    of the site are up; the app's requests are counted from Nginx's log; the Redis
+    exporter's password is in no command line and in no world-readable file."""
+    deadline, targets = time.monotonic() + 60, []
+    while time.monotonic() < deadline:
+        targets = prometheus_api(host, "targets")["activeTargets"]
+        if {t["labels"]["job"] for t in targets if t["health"] == "up"} == PROMETHEUS_JOBS:
+            break
+        time.sleep(2)
+    health = {t["labels"]["job"]: (t["health"], t["lastError"]) for t in targets}
+    assert {job for job, (state, _) in health.items() if state == "up"} == PROMETHEUS_JOBS, health
+    for query in ["pg_up", "redis_up", "nginx_up", "probe_success"]:
+        values = [r["value"][1] for r in promql(host, query)]
+        assert values and set(values) == {"1"}, (query, values)
+    expiry = float(promql(host, "probe_ssl_earliest_cert_expiry")[0]["value"][1])
+    assert expiry > time.time(), expiry
+    for _ in range(5):
+        get(host, f"/?metrics={uuid.uuid4().hex}")
+    deadline, counted = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not counted:
+        counted = promql(host, 'sum(prodready_http_requests_total{code="200"}) > 0')
+        time.sleep(2)
+    assert counted, "Nginx's log of the app's requests is not in Prometheus"
+    assert promql(host, "sum(prodready_http_request_seconds_count) > 0")
+    password = host.check_output("awk '$1 == \"requirepass\" {print $2}' /etc/redis/redis.conf").strip('"')
+    assert password and password not in host.check_output("ps -eo args")
+    settings = host.file("/etc/default/prometheus-redis-exporter")
+    assert settings.mode & 0o007 == 0 and settings.user == "root", oct(settings.mode)
+    assert host.file("/etc/prometheus/alertmanager.yml").mode & 0o007 == 0
+
+
+def test_redis_down_fires_its_alert_through_alertmanager(host):
+    """Redis stopped: RedisDown is pending at the next evaluation (5 s), firing once it has
+    lasted prometheus_alert_down_for (20 s), and Alertmanager sends it to the webhook;
+    Redis back, the alert is resolved."""
+    host.run(f"rm -f {ALERT_SINK}")
+    start_transient(host, "prodready-alert-sink", f"python3 -c {shlex.quote(ALERT_SINK_CODE)}")
+    wait_for_port(host, 9999)
+    assert alert_state(host, "RedisDown") == "inactive"
+    host.check_output("systemctl stop redis-server")
+    try:
+        pending = wait_for_alert(host, "RedisDown", "pending", 30)
+        firing = wait_for_alert(host, "RedisDown", "firing", 60) + pending
+        deadline, sent = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not sent:
+            lines = host.run(f"cat {ALERT_SINK}").stdout.splitlines()
+            sent = [a for line in lines for a in json.loads(line)["alerts"]
+                    if a["labels"]["alertname"] == "RedisDown" and a["status"] == "firing"]
+            time.sleep(1)
+        note(host, "RedisDown", seconds_to_pending=round(pending, 1), seconds_to_firing=round(firing, 1))
+        assert sent, f"Alertmanager sent nothing about RedisDown: {host.run(f'cat {ALERT_SINK}').stdout[-2000:]}"
+        assert sent[0]["labels"]["instance"] == hostname(host)
+    finally:
+        host.check_output("systemctl start redis-server")
+    wait_for_alert(host, "RedisDown", "inactive", 60)
+    host.run("systemctl stop prodready-alert-sink")
+
+
+def test_an_old_backup_fires_backup_too_old(host):
+    """The dumps made to look three days old: BackupTooOld fires at the next evaluation;
+    a real backup brings it back to inactive."""
+    host.check_output("systemctl start prodready-postgresql-backup.service")
+    wait_for_alert(host, "BackupTooOld", "inactive", 30)
+    host.check_output("find /var/backups/postgresql -name '*.pgc' -exec touch -d '3 days ago' {} +")
+    host.check_output("/bin/sh /usr/local/sbin/prodready-postgresql-backup-metric")
+    seconds = wait_for_alert(host, "BackupTooOld", "firing", 60)
+    note(host, "BackupTooOld", seconds_to_firing=round(seconds, 1))
+    host.check_output("systemctl start prodready-postgresql-backup.service")
+    wait_for_alert(host, "BackupTooOld", "inactive", 60)
 
 
 # --- logs ----------------------------------------------------------------------------
