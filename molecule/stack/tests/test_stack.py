@@ -555,19 +555,27 @@ def test_scheduled_jobs_run_from_their_timers_as_the_app(host):
 
 # --- metrics and alerts ---------------------------------------------------------------
 PROMETHEUS_JOBS = {"prometheus", "alertmanager", "node", "postgres", "redis", "nginx", "varnish", "mtail", "site"}
-# The tests' Alertmanager receiver (prometheus_alert_webhook_urls of molecule/stack/inventory):
-# a transient unit on the container's loopback that appends every POST to a file.
+# The tests' Alertmanager receiver (prometheus_alert_webhook_urls of molecule/stack/inventory),
+# and their error tracker (django_app_sentry_dsn): what each was sent.
 ALERT_SINK = "/tmp/alerts.jsonl"
-ALERT_SINK_CODE = f"""
-import http.server
+ERROR_SINK = "/tmp/errors.jsonl"
+
+
+def sink_code(path: str, port: int) -> str:
+    """A listener on the container's loopback that appends every POST body (gunzipped) to
+    path, one line each: the tests' Alertmanager receiver and error tracker."""
+    return f"""
+import gzip, http.server
 class Sink(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        body = self.rfile.read(int(self.headers['Content-Length']))
-        with open({ALERT_SINK!r}, 'ab') as out:
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        if self.headers.get('Content-Encoding') == 'gzip':
+            body = gzip.decompress(body)
+        with open({path!r}, 'ab') as out:
             out.write(body.replace(b'\\n', b' ') + b'\\n')
         self.send_response(200)
         self.end_headers()
-http.server.HTTPServer(('127.0.0.1', 9999), Sink).serve_forever()
+http.server.HTTPServer(('127.0.0.1', {port}), Sink).serve_forever()
 """
 
 
@@ -631,7 +639,7 @@ def test_redis_down_fires_its_alert_through_alertmanager(host):
     lasted prometheus_alert_down_for (20 s), and Alertmanager sends it to the webhook;
     Redis back, the alert is resolved."""
     host.run(f"rm -f {ALERT_SINK}")
-    start_transient(host, "prodready-alert-sink", f"python3 -c {shlex.quote(ALERT_SINK_CODE)}")
+    start_transient(host, "prodready-alert-sink", f"python3 -c {shlex.quote(sink_code(ALERT_SINK, 9999))}")
     wait_for_port(host, 9999)
     assert alert_state(host, "RedisDown") == "inactive"
     host.check_output("systemctl stop redis-server")
@@ -664,6 +672,25 @@ def test_an_old_backup_fires_backup_too_old(host):
     note(host, "BackupTooOld", seconds_to_firing=round(seconds, 1))
     host.check_output("systemctl start prodready-postgresql-backup.service")
     wait_for_alert(host, "BackupTooOld", "inactive", 60)
+
+
+def test_an_error_the_app_logs_reaches_the_error_tracker(host):
+    """django_app_sentry_dsn (molecule/stack/inventory) names a tracker on the container's
+    loopback: an error logged by the app, run with its environment, is sent there by the
+    demo's sentry-sdk, which the settings overlay started."""
+    host.run(f"rm -f {ERROR_SINK}")
+    start_transient(host, "prodready-error-sink", f"python3 -c {shlex.quote(sink_code(ERROR_SINK, 9998))}")
+    wait_for_port(host, 9998)
+    token = uuid.uuid4().hex
+    code = f"import logging; logging.getLogger('stack.test').error('tracked error %s', '{token}')"
+    host.check_output(f"{MANAGE} shell -c {shlex.quote(code)}")
+    deadline, sent = time.monotonic() + 15, ""
+    while time.monotonic() < deadline and token not in sent:
+        sent = host.run(f"cat {ERROR_SINK}").stdout
+        time.sleep(0.5)
+    host.run("systemctl stop prodready-error-sink")
+    assert token in sent, f"the tracker got nothing with {token}: {sent[-2000:]}"
+    assert "SENTRY_DSN" in host.file("/etc/superbook/env").content_string
 
 
 # --- logs ----------------------------------------------------------------------------

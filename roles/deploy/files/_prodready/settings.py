@@ -7,7 +7,8 @@ or the one manage.py names). That module is imported as it is, with everything i
 defines (apps, middleware, templates, its own storages...); then the values of
 /etc/<app>/env, written by the django_app role, replace the ones the host owns:
 the secret key, debug, host names, the database, the default cache, sessions, where
-static and media files live, HTTPS behind Nginx, and errors in the journal.
+static and media files live, HTTPS behind Nginx, errors in the journal, and an error
+tracker when SENTRY_DSN is set.
 Nothing is written into the project.
 """
 
@@ -65,3 +66,14 @@ if "LOGGING" not in globals():
         "root": {"handlers": ["journal"], "level": "WARNING"},
         "loggers": {"django": {"handlers": ["journal"], "level": "WARNING", "propagate": False}},
     }
+
+# An error tracker, when the environment names one (django_app_sentry_dsn) and the
+# project has its SDK: errors and logged errors go there too, with no personal data.
+if os.environ.get("SENTRY_DSN"):
+    try:
+        import sentry_sdk
+    except ImportError:
+        sentry_sdk = None
+    if sentry_sdk is not None:
+        sentry_sdk.init(dsn=os.environ["SENTRY_DSN"], send_default_pii=False)
+
