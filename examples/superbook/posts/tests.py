@@ -421,3 +421,27 @@ class BenchStaticViewTests(SimpleTestCase):
                 response = self.client.get("/static/site.abc123.css")
                 self.assertEqual(response.status_code, 200)
                 self.assertEqual(b"".join(response.streaming_content), b"body {}\n")
+
+
+class TaskTests(AppTestCase):
+    """The Celery tasks, run in the test process (no broker: CELERY_TASK_ALWAYS_EAGER)."""
+
+    def test_warm_popular_fills_the_page_ahead_of_visitors(self):
+        from .tasks import warm_popular
+
+        self.assertEqual(warm_popular.delay().get(), 3)
+        response = self.client.get("/popular/")
+        self.assertContains(response, '<dd id="computed-by">Celery beat, ahead of visitors</dd>', html=False)
+        self.assertContains(response, '<dd id="post-count">3</dd>', html=False)
+
+    def test_a_visitor_computes_the_page_when_no_task_did(self):
+        response = self.client.get("/popular/")
+        self.assertContains(response, '<dd id="computed-by">this request</dd>', html=False)
+
+    def test_long_job_runs_until_told_to_finish(self):
+        from .tasks import long_job
+
+        cache.set("long-job:t1:go", 1)
+        result = long_job.delay("t1", max_seconds=5).get()
+        self.assertEqual(cache.get("long-job:t1:done"), result)
+        self.assertIsNotNone(cache.get("long-job:t1:started"))

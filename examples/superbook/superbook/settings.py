@@ -144,6 +144,18 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
+# --- Celery: CELERY_BROKER_URL (a Redis database of its own) ---------------------------
+# Without a broker, tasks run in the calling process (.delay() too): tests, one-off runs.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+# Seconds between two runs of beat's warm_popular (posts/tasks.py).
+SUPERBOOK_WARM_SECONDS = env_int("SUPERBOOK_WARM_SECONDS", 60)
+CELERY_BEAT_SCHEDULE = {
+    "warm-popular": {"task": "posts.tasks.warm_popular", "schedule": float(SUPERBOOK_WARM_SECONDS)},
+}
+
 # --- Logging: everything to stderr, which systemd sends to the journal ---------------
 LOG_LEVEL = env_str("DJANGO_LOG_LEVEL", "INFO").upper()
 LOGGING = {

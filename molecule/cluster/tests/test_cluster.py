@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from prodready_testinfra import can_connect, copy_release, journal_tail, save_upload, under_load
+from prodready_testinfra import assert_running, can_connect, copy_release, journal_tail, save_upload, under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -370,6 +370,24 @@ def test_the_scheduled_jobs_run_on_one_app_host_only():
     app1.run_expect([0], f"systemctl start {unit}.service")
     shown = app1.check_output(f"systemctl show -p Result -p ExecMainStatus {unit}.service")
     assert shown.split() == ["Result=success", "ExecMainStatus=0"], (shown, journal_tail(app1, unit))
+
+
+def test_celery_runs_workers_on_both_app_hosts_and_beat_on_the_second_only():
+    """celery_beat_host is cluster-app2 (molecule/cluster/inventory), not the first app
+    host: beat runs there and nowhere else. Both app hosts run a worker, and both answer
+    a ping sent through the broker on cache1 (its own Redis user and database)."""
+    app1, app2 = HOSTS["cluster-app1"], HOSTS["cluster-app2"]
+    for host in (app1, app2):
+        assert_running(host, "mysite-celery-worker.service")
+    assert_running(app2, "mysite-celery-beat.service")
+    assert not app1.file("/etc/systemd/system/mysite-celery-beat.service").exists
+    replies = app1.check_output(
+        "/usr/local/sbin/mysite-manage shell -c "
+        + shlex.quote("from superbook.celery import app; print(sorted(n for r in app.control.ping(timeout=5) for n in r))"))
+    assert "mysite@cluster-app1" in replies and "mysite@cluster-app2" in replies, replies
+    # The demo's warm_popular is due every 60 s.
+    wait_until("beat sends warm_popular", lambda: "Sending due task warm-popular (posts.tasks.warm_popular)" in
+               app2.check_output("journalctl -u mysite-celery-beat --no-pager -o cat -n 50"), 90)
 
 
 # --- a project this Python cannot run -------------------------------------------------

@@ -4,7 +4,8 @@ and outages under a bounded load sent from inside the container to 127.0.0.1:443
 
 The tests run in file order and build on each other: release r1 (examples/superbook
 as converged), r2 (a new migration, deployed under load), back to r1 (rollback), two
-broken releases that must not go live, a release with new requirements, 20 000 requests
+broken releases that must not go live, a release with new requirements (deployed during a
+long Celery task), 20 000 requests
 with workers replaced one at a time, then Redis and Gunicorn outages. Each deploy under
 load is followed request by request: which Gunicorn instance answered /version, against
 the moment prodready-gunicorn recorded the switch.
@@ -12,6 +13,8 @@ the moment prodready-gunicorn recorded the switch.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -553,6 +556,46 @@ def test_scheduled_jobs_run_from_their_timers_as_the_app(host):
     assert uids == {host.check_output("id -u superbook")}, uids
 
 
+# --- Celery ------------------------------------------------------------------------------
+WORKER = "superbook-celery-worker"
+BEAT = "superbook-celery-beat"
+
+
+def django_shell(host, code: str) -> str:
+    """Python run by manage.py shell in the live release, as the app, with its environment."""
+    return host.check_output(f"{MANAGE} shell -c {shlex.quote(code)}")
+
+
+def cache_value(host, key: str):
+    return json.loads(django_shell(host, f"import json; from django.core.cache import cache; print(json.dumps(cache.get({key!r})))"))
+
+
+def test_celery_beat_warms_the_popular_page(host):
+    """Beat (SUPERBOOK_WARM_SECONDS 5 in molecule/stack/inventory) queues warm_popular, a
+    worker runs it, and /popular/ shows the summary it computed ahead of visitors, each
+    run newer. Both run as the app, and reach Redis as the broker's own user, on its
+    own database."""
+    for unit in [WORKER, BEAT]:
+        assert_running(host, f"{unit}.service")
+        assert host.check_output(f"systemctl show -P User {unit}.service") == "superbook"
+    seen = []
+    deadline = time.monotonic() + 60
+    while len(set(seen)) < 2:
+        assert time.monotonic() < deadline, f"/popular/ was not warmed by Celery twice in 60 s: {seen}\n{journal_tail(host, WORKER)}"
+        status, _, body = get(host, f"/popular/?fresh={uuid.uuid4().hex}")
+        assert status == 200
+        if '<dd id="computed-by">Celery beat, ahead of visitors</dd>' in body:
+            seen.append(re.search(r'<time datetime="([^"]+)"', body).group(1))
+        time.sleep(2)
+    log = host.check_output(f"journalctl -u {WORKER} --no-pager -o cat -n 200")
+    assert re.search(r"Task posts\.tasks\.warm_popular\[[0-9a-f-]+\] succeeded", log), log[-2000:]
+    clients = redis_cli(host, "CLIENT", "LIST")
+    broker = [line for line in clients.splitlines() if " user=celery " in f" {line} "]
+    assert broker and all(" db=1 " in f" {line} " for line in broker), clients
+    assert "CELERY_BROKER_URL" in host.check_output("cat /etc/superbook/env | cut -d= -f1")
+    assert "redis://celery:" not in host.check_output(f"ps -eo args | grep -e celery -e gunicorn")
+
+
 # --- metrics and alerts ---------------------------------------------------------------
 PROMETHEUS_JOBS = {"prometheus", "alertmanager", "node", "postgres", "redis", "nginx", "varnish", "mtail", "site"}
 # The tests' Alertmanager receiver (prometheus_alert_webhook_urls of molecule/stack/inventory),
@@ -764,20 +807,50 @@ def miss_seconds(host, path: str) -> float:
     return float(seconds)
 
 
-def test_deploy_with_new_requirements_under_load_drops_nothing(host, releases):
-    """New requirements: a new virtualenv, which the new instance starts from, like any release."""
+def test_deploy_with_new_requirements_lets_a_long_celery_task_finish(host, releases):
+    """New requirements: a new virtualenv, which the new instance starts from, like any
+    release. After the switch the deploy restarts the Celery worker on it with a warm
+    shutdown: a task that was running when the stop began finishes in the old release,
+    and the deploy waits for it. (The switch under load is proven by the deploys above.)"""
     old = current_release(host)
-    proc, results, t0, t1 = under_load(
-        host, lambda: playbook(host, "deploy.yml", "-e", f"deploy_source={releases['new_requirements']}"),
-        "new-requirements")
+    token = uuid.uuid4().hex
+    django_shell(host, f"from posts.tasks import long_job; long_job.delay({token!r}, 300)")
+    deadline = time.monotonic() + 60
+    while cache_value(host, f"long-job:{token}:started") is None:
+        assert time.monotonic() < deadline, f"the long job never started:\n{journal_tail(host, WORKER)}"
+        time.sleep(1)
+    old_worker = host.check_output(f"systemctl show -P MainPID {WORKER}.service")
+    go = f"from django.core.cache import cache; cache.set('long-job:{token}:go', 1, 600)"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        deploy = pool.submit(playbook, host, "deploy.yml", "-e", f"deploy_source={releases['new_requirements']}")
+        try:
+            deadline = time.monotonic() + 600
+            while host.check_output(f"systemctl show -P ActiveState {WORKER}.service") != "deactivating":
+                assert not deploy.done(), f"the deploy ended before the worker's stop:\n{deploy.result().stdout[-3000:]}"
+                assert time.monotonic() < deadline, "the worker never began to stop"
+                time.sleep(0.5)
+            # The stop waits for the task: a few seconds later, the old worker still runs it.
+            time.sleep(3)
+            assert host.check_output(f"systemctl show -P ActiveState {WORKER}.service") == "deactivating"
+            assert cache_value(host, f"long-job:{token}:done") is None
+            assert not deploy.done()
+        finally:
+            # The task ends now (on a failure above too, so the deploy does not wait for it).
+            django_shell(host, go)
+        proc = deploy.result(timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     new = current_release(host)
     assert new != old
     assert host.file(f"/srv/superbook/releases/{new}/.venv").linked_to != \
         host.file(f"/srv/superbook/releases/{old}/.venv").linked_to
-    figure = record(host, "deploy with new requirements", results, t0, t1)
-    assert_no_failure(host, results, figure)
-    assert_switches_once(host, results, t0, old, new)
+    done = cache_value(host, f"long-job:{token}:done")
+    assert done and done["release"] == old, done
+    log = host.check_output(f"journalctl _PID={old_worker} --no-pager -o cat -n 400")
+    assert "Warm shutdown" in log, log[-2000:]
+    assert_running(host, f"{WORKER}.service")
+    worker = host.check_output(f"systemctl show -P MainPID {WORKER}.service")
+    assert worker != old_worker
+    assert host.check_output(f"readlink /proc/{worker}/cwd") == f"/srv/superbook/releases/{new}"
 
 
 def test_workers_are_replaced_one_at_a_time_under_load(host):

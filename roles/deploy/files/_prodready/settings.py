@@ -7,8 +7,8 @@ or the one manage.py names). That module is imported as it is, with everything i
 defines (apps, middleware, templates, its own storages...); then the values of
 /etc/<app>/env, written by the django_app role, replace the ones the host owns:
 the secret key, debug, host names, the database, the default cache, sessions, where
-static and media files live, HTTPS behind Nginx, errors in the journal, and an error
-tracker when SENTRY_DSN is set.
+static and media files live, HTTPS behind Nginx, errors in the journal, Celery's broker when CELERY_BROKER_URL
+is set, and an error tracker when SENTRY_DSN is set.
 Nothing is written into the project.
 """
 
@@ -66,6 +66,11 @@ if "LOGGING" not in globals():
         "root": {"handlers": ["journal"], "level": "WARNING"},
         "loggers": {"django": {"handlers": ["journal"], "level": "WARNING", "propagate": False}},
     }
+
+# Celery's broker, when the host has one (django_app_celery_broker_password), for the
+# projects that configure Celery from Django's settings (namespace CELERY).
+if os.environ.get("CELERY_BROKER_URL"):
+    CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"]
 
 # An error tracker, when the environment names one (django_app_sentry_dsn) and the
 # project has its SDK: errors and logged errors go there too, with no personal data.
