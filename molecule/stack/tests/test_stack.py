@@ -562,8 +562,10 @@ BEAT = "superbook-celery-beat"
 
 
 def django_shell(host, code: str) -> str:
-    """Python run by manage.py shell in the live release, as the app, with its environment."""
-    return host.check_output(f"{MANAGE} shell -c {shlex.quote(code)}")
+    """Python run by manage.py shell in the live release, as the app, with its environment:
+    the last line it printed (Django's shell first says what it imported)."""
+    out = host.check_output(f"{MANAGE} shell -c {shlex.quote(code)}")
+    return out.splitlines()[-1] if out else ""
 
 
 def cache_value(host, key: str):
