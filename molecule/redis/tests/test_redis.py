@@ -37,6 +37,21 @@ def test_refuses_clients_without_the_password(host):
     assert "WRONGPASS" in wrong.stdout + wrong.stderr
 
 
+def test_a_user_of_its_own_logs_in_with_its_password_only(host):
+    """redis_users of converge.yml: the user works with its password, is refused with
+    another, cannot run the disabled commands, and the file holds only the password's hash."""
+    def as_worker(password, *args):
+        result = host.run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --user worker -p {PORT} "
+                          + " ".join(shlex.quote(a) for a in args))
+        return result.stdout + result.stderr
+    assert as_worker("molecule-worker-t3st", "-n", "1", "SET", "worker-key", "1").strip() == "OK"
+    assert "WRONGPASS" in as_worker(PASSWORD, "PING")
+    assert "unknown command" in as_worker("molecule-worker-t3st", "FLUSHALL").lower()
+    conf = host.file("/etc/redis/redis.conf").content_string
+    assert "molecule-worker-t3st" not in conf
+    assert re.search(r"^user worker on #[0-9a-f]{64} ", conf, re.M), conf
+
+
 def test_set_and_get_with_the_password(host):
     assert "OK" in cli(host, "SET", "prodready:test", "hello")
     assert '"hello"' in cli(host, "GET", "prodready:test")
