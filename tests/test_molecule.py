@@ -22,10 +22,11 @@ SCENARIOS = sorted((p.parent.name for p in (ROOT / "molecule").glob("*/molecule.
 # The scenarios' own plays run under Mitogen's linear strategy: the same plays, the same
 # checks, in less time (an idempotent re-run or --check of the common scenario, both
 # containers: 20.5 s on the default strategy, 13.8 s under Mitogen; the projects
-# scenario's converge of a whole stack and a deploy: 133 s). ansible-core's own strategy,
-# the way users run the collection, runs every playbook of the stack's and the projects'
-# verify (deploys, rollbacks, maintenance), the whole cluster scenario, and the converge
-# and re-converge of a whole stack by each pinned ansible-core (tests/test_ansible_versions.py).
+# scenario's converge of a whole stack and a deploy: 133 s), and so do the playbooks their
+# tests run (the stack's and the projects' deploys, rollbacks, maintenance.yml).
+# ansible-core's own strategy, the way users run the collection, runs the whole cluster
+# scenario (its deploys, put-back, rollback and promote among them) and the converge and
+# re-converge of a whole stack by each pinned ansible-core (tests/test_ansible_versions.py).
 # The scenarios named here stay on ansible-core's own strategy, each for the reason given.
 # PRODREADY_MITOGEN=0 runs every scenario on the default strategy, =1 every one under Mitogen.
 DEFAULT_STRATEGY = {
@@ -43,9 +44,9 @@ class Scenario:
         self.name = name
         self.dir = ROOT / "molecule" / name
         self.converged = False
-        # Only the scenario's own plays (converge, idempotence, check, bad input) run under
-        # Mitogen: the docker driver's create and destroy playbooks wait on async tasks,
-        # which hang under its strategy.
+        # Only the scenario's own plays (converge, idempotence, check, bad input, and the
+        # playbooks of its verify) run under Mitogen: the docker driver's create and destroy
+        # playbooks wait on async tasks, which hang under its strategy.
         self.play_env = mitogen_env() if uses_mitogen(name) else {}
         # The converge command as Molecule runs it (see SHIM in conftest.py), in a folder
         # only its owner reads: it holds the environment.
@@ -175,7 +176,9 @@ def test_check_mode_reports_no_change(scenario):
 
 def test_verify(scenario):
     needs_converge(scenario)
-    proc = scenario.molecule("verify")
+    # The playbooks the tests run (ansible-playbook from the verify's environment) take
+    # the scenario's strategy too.
+    proc = scenario.play("verify")
     assert proc.returncode == 0, f"testinfra failed:\n{tail(proc.stdout, 120)}"
 
 
