@@ -81,9 +81,9 @@ class Scenario:
         shutil.rmtree(self.ephemeral, ignore_errors=True)
         return proc
 
-    def molecule(self, *args: str, log: str | None = None, env: dict | None = None):
+    def molecule(self, *args: str, log: str | None = None, env: dict | None = None, timeout: int = 1800):
         return run([BIN / "molecule", *args[:1], "-s", self.name, *args[1:]],
-                   log=f"{self.name}/{log or args[0]}.log",
+                   log=f"{self.name}/{log or args[0]}.log", timeout=timeout,
                    env={**tool_env(), "MOLECULE_EPHEMERAL_DIRECTORY": str(self.ephemeral), **(env or {})})
 
     def play(self, *args: str, log: str | None = None, env: dict | None = None):
@@ -175,7 +175,9 @@ def test_check_mode_reports_no_change(scenario):
 
 def test_verify(scenario):
     needs_converge(scenario)
-    proc = scenario.molecule("verify")
+    # The stack's verify builds and restores a second host (molecule/stack/tests/test_restore.py)
+    # besides its own tests: more than half an hour on two cores.
+    proc = scenario.molecule("verify", timeout=3600)
     assert proc.returncode == 0, f"testinfra failed:\n{tail(proc.stdout, 120)}"
 
 
