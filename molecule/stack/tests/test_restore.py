@@ -42,6 +42,16 @@ RESTIC = "/usr/local/sbin/prodready-restic"
 STACK = testinfra.get_host("docker://stack-debian13")
 BACKUP = testinfra.get_host("docker://stack-backup")
 FRESH = testinfra.get_host("docker://stack-restore")
+# The fresh host: a container started like the scenario's platforms (molecule.yml), on
+# their network, outside the stack's inventory.
+FRESH_CONTAINER = [
+    "docker", "run", "-d", "--name", "stack-restore", "--hostname", "stack-restore",
+    "--network", "prodready-stack", "--ip", "10.214.0.30",
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "SYS_PTRACE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "prodready/debian:13", "/lib/systemd/systemd",
+]
 
 
 def note(label: str, **values) -> dict:
@@ -196,7 +206,20 @@ def fresh_inventory(host):
 
 
 @pytest.fixture(scope="module")
-def built(fresh_inventory):
+def fresh_container():
+    """stack-restore, started from the image and removed after the tests."""
+    subprocess.run(["docker", "rm", "-f", "-v", "stack-restore"], capture_output=True, check=False)
+    subprocess.run(FRESH_CONTAINER, capture_output=True, check=True, timeout=120)
+    deadline = time.monotonic() + 90
+    while FRESH.run("systemctl is-system-running").stdout.strip() not in ("running", "degraded"):
+        assert time.monotonic() < deadline, FRESH.run("systemctl --failed --no-pager").stdout
+        time.sleep(1)
+    yield FRESH
+    subprocess.run(["docker", "rm", "-f", "-v", "stack-restore"], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def built(fresh_container, fresh_inventory):
     """stack-restore built as a new server is: site.yml, then the demo's deploy.yml."""
     proc = playbook(fresh_inventory, str(ROOT / "molecule" / "stack" / "prepare.yml"), log="prepare")
     assert proc.returncode == 0, tail(proc.stdout)
