@@ -143,6 +143,34 @@ def test_backup_sends_the_database_and_the_uploads(host, backed_up):
     assert host.service("prodready-backup.timer").is_running
 
 
+def alert_state(host, name: str) -> str | None:
+    """The state of a rule of the prometheus role (inactive, pending, firing), from its API on loopback."""
+    rules = json.loads(host.check_output("curl -s http://127.0.0.1:9090/api/v1/rules?type=alert"))
+    states = [r["state"] for g in rules["data"]["groups"] for r in g["rules"] if r["name"] == name]
+    return states[0] if states else None
+
+
+def wait_for_alert(host, name: str, state: str, seconds: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if alert_state(host, name) == state:
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"{name} is not {state} after {seconds} s (it is {alert_state(host, name)})")
+
+
+def test_an_old_offsite_backup_fires_offsite_backup_too_old(host, backed_up):
+    """The last successes made to look three days old: OffsiteBackupTooOld fires at the
+    next evaluation; a real backup brings it back to inactive."""
+    wait_for_alert(host, "OffsiteBackupTooOld", "inactive", 60)
+    host.check_output("for f in /var/lib/prodready-backup/*.last-success; do echo $(( $(date +%s) - 259200 )) > $f; done; "
+                      "sh /usr/local/sbin/prodready-backup-metric")
+    seconds = wait_for_alert(host, "OffsiteBackupTooOld", "firing", 90)
+    note("OffsiteBackupTooOld", seconds_to_firing=round(seconds, 1))
+    host.check_output(f"systemctl start {UNIT}")
+    wait_for_alert(host, "OffsiteBackupTooOld", "inactive", 90)
+
+
 def test_the_key_is_in_no_command_line_and_no_world_readable_file(host, backed_up):
     password = host.check_output("cat /etc/prodready-backup/password")
     assert len(password) >= 8
