@@ -82,14 +82,14 @@ class Scenario:
         shutil.rmtree(self.ephemeral, ignore_errors=True)
         return proc
 
-    def molecule(self, *args: str, log: str | None = None, env: dict | None = None):
+    def molecule(self, *args: str, log: str | None = None, env: dict | None = None, timeout: int = 1800):
         return run([BIN / "molecule", *args[:1], "-s", self.name, *args[1:]],
-                   log=f"{self.name}/{log or args[0]}.log",
+                   log=f"{self.name}/{log or args[0]}.log", timeout=timeout,
                    env={**tool_env(), "MOLECULE_EPHEMERAL_DIRECTORY": str(self.ephemeral), **(env or {})})
 
-    def play(self, *args: str, log: str | None = None, env: dict | None = None):
-        """A Molecule step that runs the scenario's converge playbook."""
-        return self.molecule(*args, log=log, env={**self.play_env, **(env or {})})
+    def play(self, *args: str, log: str | None = None, env: dict | None = None, timeout: int = 1800):
+        """A Molecule step that runs the scenario's plays (under its strategy)."""
+        return self.molecule(*args, log=log, env={**self.play_env, **(env or {})}, timeout=timeout)
 
     def playbook(self, *extra: str, log: str):
         """Run the converge playbook again without Molecule: the ansible-playbook command,
@@ -177,8 +177,9 @@ def test_check_mode_reports_no_change(scenario):
 def test_verify(scenario):
     needs_converge(scenario)
     # The playbooks the tests run (ansible-playbook from the verify's environment) take
-    # the scenario's strategy too.
-    proc = scenario.play("verify")
+    # the scenario's strategy too. The stack's verify also builds and restores a second
+    # host (molecule/stack/tests/test_restore.py): up to an hour beside another scenario.
+    proc = scenario.play("verify", timeout=3600)
     assert proc.returncode == 0, f"testinfra failed:\n{tail(proc.stdout, 120)}"
 
 
