@@ -4,6 +4,11 @@ then a fresh container, stack-restore, is built with its own inventory (site.yml
 deploy.yml of the demo) and restore.yml brings back the same posts and the same upload,
 checked over HTTPS on the restored host.
 
+The fresh host also proves two things of every new server: site.yml --check runs to the
+end on a host that was never converged, and no secret of the inventory shows in the
+output of a whole build at -vvv (check mode with --diff first, then for real, then the
+deploy in check mode) or in a world-readable file on the hosts.
+
 The tests run in file order and build on each other. The backup's and the restore's
 times are printed and kept in .cache/logs/stack-backup.jsonl (measured, never asserted).
 """
@@ -217,6 +222,22 @@ def test_the_repository_cannot_be_read_without_the_key(host, backed_up):
     assert BACKUP.file("/srv/backup/superbook").mode == 0o700
 
 
+# --- a new host: check mode, and the secrets in verbose output ------------------------
+# The secrets of the test inventory: the demo's (inventories/demo/group_vars, generated
+# into its secrets folder) and the offsite backups' key, all kept in that folder.
+SECRETS = ["redis", "django-secret-key", "celery-broker", "restic"]
+# The output of each verbose run on the fresh host, by what was run.
+VERBOSE_RUNS: dict[str, str] = {}
+
+
+def secret_values(inventory: Path) -> dict[str, str]:
+    """Each secret's value, from the files the inventory's password lookups read."""
+    folder = (inventory / ".." / ".." / ".cache" / "demo-secrets").resolve()
+    values = {name: (folder / name).read_text().strip() for name in SECRETS}
+    assert all(len(v) >= 32 for v in values.values()), "a secret is shorter than the inventory makes them"
+    return values
+
+
 # --- the restore onto a fresh host ----------------------------------------------------
 @pytest.fixture(scope="module")
 def fresh_inventory(host):
@@ -247,18 +268,90 @@ def fresh_container():
 
 
 @pytest.fixture(scope="module")
-def built(fresh_container, fresh_inventory):
-    """stack-restore built as a new server is: site.yml, then the demo's deploy.yml."""
+def prepared(fresh_container, fresh_inventory):
+    """stack-restore as the scenario's prepare step leaves a platform (curl, /proc/sys)."""
     proc = playbook(fresh_inventory, str(ROOT / "molecule" / "stack" / "prepare.yml"), log="prepare")
     assert proc.returncode == 0, tail(proc.stdout)
+    return fresh_inventory
+
+
+@pytest.fixture(scope="module")
+def checked_new(prepared):
+    """site.yml --check --diff -vvv on stack-restore before anything was converged there;
+    what it left on the host (nothing, it must be) is read right after."""
     started = time.monotonic()
-    proc = playbook(fresh_inventory, "site.yml", log="site", mitogen=True)
+    proc = playbook(prepared, "site.yml", "--check", "--diff", "-vvv", log="site-check-new-host", mitogen=True)
+    note("site.yml --check on a new host", seconds=round(time.monotonic() - started, 1))
+    VERBOSE_RUNS["site.yml --check --diff -vvv, new host"] = proc.stdout
+    installed = FRESH.run("dpkg-query -W -f='${Status} ${Package}\\n' nginx postgresql redis-server 2>/dev/null").stdout
+    return proc, installed
+
+
+@pytest.fixture(scope="module")
+def built(prepared, checked_new):
+    """stack-restore built as a new server is, at -vvv: site.yml, then the demo's
+    deploy.yml; then the same deploy in check mode with --diff."""
+    started = time.monotonic()
+    proc = playbook(prepared, "site.yml", "-vvv", log="site", mitogen=True)
+    VERBOSE_RUNS["site.yml -vvv"] = proc.stdout
     assert proc.returncode == 0, f"site.yml on the fresh host failed:\n{tail(proc.stdout, 80)}"
-    proc = playbook(fresh_inventory, "deploy.yml", "-e", f"deploy_source={ROOT / 'examples' / 'superbook'}",
-                    "-e", "deploy_serial=1", log="deploy", mitogen=True)
+    deploy = ["deploy.yml", "-e", f"deploy_source={ROOT / 'examples' / 'superbook'}", "-e", "deploy_serial=1"]
+    proc = playbook(prepared, *deploy, "-vvv", log="deploy", mitogen=True)
+    VERBOSE_RUNS["deploy.yml -vvv"] = proc.stdout
     assert proc.returncode == 0, f"deploy.yml on the fresh host failed:\n{tail(proc.stdout, 80)}"
     note("fresh host built", seconds=round(time.monotonic() - started, 1))
-    return fresh_inventory
+    proc = playbook(prepared, *deploy, "--check", "--diff", "-vvv", log="deploy-check", mitogen=True)
+    VERBOSE_RUNS["deploy.yml --check --diff -vvv"] = proc.stdout
+    assert proc.returncode == 0, f"deploy.yml --check on the built host failed:\n{tail(proc.stdout, 80)}"
+    return prepared
+
+
+def test_check_mode_on_a_new_host_runs_to_the_end(checked_new):
+    """site.yml --check on a host never converged: no error, a report of what it would
+    change (the packages it would install, the files it would write), and no change."""
+    proc, installed = checked_new
+    assert proc.returncode == 0, f"site.yml --check on a new host failed:\n{tail(proc.stdout, 80)}"
+    recap = re.search(r"^stack-restore\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", proc.stdout, re.M)
+    assert recap and int(recap.group(1)) > 50, tail(proc.stdout, 20)
+    for would in [r"Install .*\bnginx\b", r"Install .*\bpostgresql-\d+\b", r"Write the Django site"]:
+        assert re.search(rf"^TASK \[[^]]*: {would}[^]]*\][^\n]*\n(?:(?!TASK \[).*\n)*?changed: \[stack-restore\]", proc.stdout, re.M), would
+    # The plays of every tier ran to their last role.
+    assert "TASK [prodready.django.celery" in proc.stdout and "TASK [prodready.django.prometheus" in proc.stdout
+    assert "install ok installed" not in installed, f"the check run installed packages:\n{installed}"
+
+
+def test_no_secret_shows_in_verbose_output(built):
+    """0 occurrences of any secret value of the inventory, and of any private key, in the
+    output of each run at -vvv on the fresh host."""
+    values = secret_values(built)
+    assert len(VERBOSE_RUNS) == 4, list(VERBOSE_RUNS)
+    counts = {}
+    for run, output in VERBOSE_RUNS.items():
+        # -vvv in effect: the task paths and the modules' arguments are shown.
+        assert "task path:" in output and len(output) > 100_000, f"{run}: not verbose"
+        counts[run] = {name: output.count(value) for name, value in values.items()}
+        counts[run]["private key"] = len(re.findall(r"BEGIN [A-Z ]*PRIVATE KEY", output))
+    note("secrets in verbose output", counts=counts)
+    assert not {run: c for run, c in counts.items() if any(c.values())}, counts
+
+
+def test_no_secret_is_in_a_world_readable_file(built):
+    """On the fresh host and the backup host, every file holding a secret value of the
+    inventory, or a private key, is closed to other users."""
+    values = secret_values(built)
+    places = "/etc /srv /var /opt /home /root /tmp /usr/local /run"
+    holders = {}
+    for name, target in [("stack-restore", FRESH), ("stack-backup", BACKUP)]:
+        for secret, value in values.items():
+            for path in target.run(f"grep -rlsF -- {shlex.quote(value)} {places}").stdout.split():
+                holders[f"{name}:{path}"] = (secret, target.file(path).mode)
+        for path in target.run(f"grep -rlsE 'BEGIN [A-Z ]*PRIVATE KEY' {places}").stdout.split():
+            holders[f"{name}:{path}"] = ("private key", target.file(path).mode)
+    note("files holding a secret", files={path: f"{secret} {oct(mode)}" for path, (secret, mode) in holders.items()})
+    # Each secret is where the app and the services read it (the check found them).
+    assert {s for s, _ in holders.values()} >= set(SECRETS) | {"private key"}, holders
+    readable = {path: oct(mode) for path, (_, mode) in holders.items() if mode & 0o004}
+    assert not readable, f"world-readable files with a secret: {readable}"
 
 
 def test_restore_refuses_a_snapshot_that_does_not_exist(built, backed_up):
