@@ -46,6 +46,25 @@ def assert_running(host, unit: str) -> None:
     assert service.is_enabled, f"{unit} is not enabled at boot"
 
 
+def alert_state(host, name: str) -> str:
+    """The state of an alerting rule of the prometheus role (inactive, pending, firing),
+    from Prometheus's API on the host's loopback."""
+    rules = json.loads(host.check_output("curl -sS --max-time 10 http://127.0.0.1:9090/api/v1/rules?type=alert"))
+    states = [r["state"] for g in rules["data"]["groups"] for r in g["rules"] if r["name"] == name]
+    assert states, f"Prometheus has no alerting rule {name}"
+    return states[0]
+
+
+def wait_for_alert(host, name: str, state: str, seconds: float) -> float:
+    """Seconds until the alert is in `state`, polled every second."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if alert_state(host, name) == state:
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"{name} is not {state} after {seconds} s (it is {alert_state(host, name)})")
+
+
 def ipv4_address(host) -> str:
     return host.check_output("hostname -I").split()[0]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from prodready_testinfra import journal_tail, save_upload
+from prodready_testinfra import journal_tail, save_upload, wait_for_alert
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 STACK_INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -146,22 +146,6 @@ def test_backup_sends_the_database_and_the_uploads(host, backed_up):
         assert line and time.time() - int(line.group(1)) < 600, metric
     assert host.service("prodready-backup.timer").is_enabled
     assert host.service("prodready-backup.timer").is_running
-
-
-def alert_state(host, name: str) -> str | None:
-    """The state of a rule of the prometheus role (inactive, pending, firing), from its API on loopback."""
-    rules = json.loads(host.check_output("curl -s http://127.0.0.1:9090/api/v1/rules?type=alert"))
-    states = [r["state"] for g in rules["data"]["groups"] for r in g["rules"] if r["name"] == name]
-    return states[0] if states else None
-
-
-def wait_for_alert(host, name: str, state: str, seconds: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        if alert_state(host, name) == state:
-            return time.monotonic() - start
-        time.sleep(1)
-    raise AssertionError(f"{name} is not {state} after {seconds} s (it is {alert_state(host, name)})")
 
 
 def test_an_old_offsite_backup_fires_offsite_backup_too_old(host, backed_up):

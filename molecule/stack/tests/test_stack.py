@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prodready_testinfra import assert_running, copy_release, journal_tail, save_upload, start_transient, wait_for_port
+from prodready_testinfra import (assert_running, alert_state, copy_release, journal_tail, save_upload, start_transient,
+                                wait_for_alert, wait_for_port)
 from prodready_testinfra import under_load as shared_under_load
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -630,21 +631,6 @@ def prometheus_api(host, path: str) -> dict:
 
 def promql(host, query: str) -> list:
     return prometheus_api(host, f"query?query={urllib.parse.quote(query)}")["result"]
-
-
-def alert_state(host, name: str) -> str:
-    states = [a["state"] for a in prometheus_api(host, "alerts")["alerts"] if a["labels"]["alertname"] == name]
-    return states[0] if states else "inactive"
-
-
-def wait_for_alert(host, name: str, state: str, seconds: float) -> float:
-    """Seconds until the alert is in `state` (Prometheus's API), polled every second."""
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        if alert_state(host, name) == state:
-            return time.monotonic() - start
-        time.sleep(1)
-    raise AssertionError(f"{name} is not {state} after {seconds} s: {prometheus_api(host, 'alerts')['alerts']}")
 
 
 def test_prometheus_scrapes_every_exporter_and_the_site(host):
