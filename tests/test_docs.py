@@ -23,7 +23,7 @@ def entry_points(role: str) -> dict:
     return yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def regenerated(tmp_path_factory):
     """scripts/role_docs.sh run on a copy of what it reads (galaxy.yml, each role's meta/
     and README.md): the READMEs as they should be."""
@@ -38,7 +38,7 @@ def regenerated(tmp_path_factory):
     return copy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory):
     """The collection as users get it: the built tarball, installed."""
     work = tmp_path_factory.mktemp("docs")

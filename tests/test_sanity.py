@@ -58,7 +58,7 @@ PINNED_PIP = re.compile(r"\bpip='([0-9.]+)'")
 NOT_APPLICABLE = "No tests applicable."
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tarball(tmp_path_factory):
     return build_artifact(tmp_path_factory.mktemp("sanity"), logs="sanity")
 
