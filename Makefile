@@ -10,7 +10,7 @@ PYTEST_WORKERS ?= 2
 help:
 	@echo "make demo        build the stack on a local test container (sets everything up)"
 	@echo "make test        set up the test bed and run every check (lint, sanity, Molecule)"
-	@echo "make lint        yamllint, ansible-lint, argument specs, collection checks only"
+	@echo "make lint        yamllint, ansible-lint, argument specs, role docs, collection checks, ansible-test sanity only"
 	@echo "make bench       converge times, the demo stack's re-runs, deploys and serving -> docs/benchmarks.md"
 	@echo "                 (SCENARIOS=\"stack serving\": some sections; roles demo stack oldnew deploys latency serving venv)"
 	@echo "make demo-clean  remove the demo container"
@@ -24,7 +24,7 @@ test: setup
 
 lint:
 	scripts/testbed.sh venv
-	$(VENV)/bin/pytest tests/test_static.py tests/test_collection.py $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/test_static.py tests/test_collection.py tests/test_docs.py tests/test_sanity.py $(PYTEST_ARGS)
 
 # SCENARIOS: sections or role scenarios (none: all); BENCH_BASELINE: the commit "old vs new"
 # compares with; BENCH_NAME/BENCH_HTTP_PORT/BENCH_HTTPS_PORT: the bench's own container.

@@ -124,6 +124,40 @@ def collection_link():
         subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), "link"], check=True)
 
 
+def build_artifact(work: Path, logs: str) -> Path:
+    """The collection's tarball, built into `work` as `ansible-galaxy collection build`
+    makes it (its log in .cache/logs/<logs>/)."""
+    proc = run([BIN / "ansible-galaxy", "collection", "build", "--output-path", work, ROOT],
+               log=f"{logs}/collection-build.log", cwd=work)
+    assert proc.returncode == 0, proc.stdout
+    return next(work.glob("prodready-django-*.tar.gz"))
+
+
+def install_artifact(tarball: Path, dest: Path, logs: str) -> Path:
+    """Install the tarball under `dest` (no dependencies: Galaxy is unreachable); returns
+    the collection's folder, dest/ansible_collections/prodready/django."""
+    env = tool_env() | {"ANSIBLE_COLLECTIONS_PATH": str(dest)}
+    proc = run([BIN / "ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force", "-p", dest, tarball],
+               log=f"{logs}/collection-install.log", cwd=tarball.parent, env=env)
+    assert proc.returncode == 0, proc.stdout
+    return dest / "ansible_collections" / "prodready" / "django"
+
+
+@pytest.fixture(scope="session")
+def controller_image():
+    """The controller image of the newer ansible-core versions (scripts/testbed.sh
+    controllers), built or checked against its pins (cached: a second call takes a
+    moment). Under a lock: two xdist workers must not build it twice."""
+    import fcntl  # noqa: PLC0415  (only where the image is needed)
+
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / "controllers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = run(["bash", ROOT / "scripts" / "testbed.sh", "controllers"], log="ansible-versions/controllers.log")
+    assert proc.returncode == 0, f"scripts/testbed.sh controllers failed:\n{tail(proc.stdout)}"
+    return os.environ.get("CONTROLLER_IMAGE", "prodready/controller:13")
+
+
 # Scheduling (make test: pytest -n 2 --dist loadgroup). A work unit is an xdist_group
 # (a Molecule scenario, an ansible-core version) or one test. The units start longest first, as long as the last run of
 # each took ("durations.json", written at the end of every run): a long unit started

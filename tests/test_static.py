@@ -1,15 +1,10 @@
-"""Checks that need no test host: linters, argument specs, role docs."""
+"""Checks that need no test host: linters, argument specs (the role docs: tests/test_docs.py)."""
 
 from __future__ import annotations
-
-import sys
 
 import pytest
 import yaml
 from conftest import BIN, ROLES, ROOT, run, tail
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import role_docs  # noqa: E402
 
 
 def test_yamllint():
@@ -43,14 +38,3 @@ def test_argument_specs_name_exactly_the_defaults(role):
         assert name.startswith(f"{role}_"), f"{name} does not start with the role name"
         if name in defaults and "default" in spec:
             assert spec["default"] == defaults[name], f"{name}: argument spec default differs from defaults/main.yml"
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_role_readme_variable_table_is_current(role):
-    """The README's table is the one scripts/role_docs.py makes from the argument specs."""
-    readme = ROOT / "roles" / role / "README.md"
-    assert readme.exists(), f"roles/{role}/README.md is missing"
-    text = readme.read_text()
-    assert role_docs.BEGIN in text and role_docs.END in text, f"roles/{role}/README.md has no variable table markers"
-    current = text[text.index(role_docs.BEGIN) + len(role_docs.BEGIN):text.index(role_docs.END)].strip()
-    assert current == role_docs.table(role), f"run scripts/role_docs.py {role} to refresh roles/{role}/README.md"

@@ -389,7 +389,7 @@ class App:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("app")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status")

@@ -143,7 +143,7 @@ def report(allow):
     state = executor._create_project_state(with_applied_migrations=True)  # pylint: disable=protected-access
     allowed = {label.strip() for label in allow.split(",") if label.strip()}
     result = {"pending": [], "unsafe": [], "allowed": []}
-    for migration, _ in plan:
+    for migration, _backwards in plan:
         label = f"{migration.app_label}.{migration.name}"
         result["pending"].append(label)
         key = "allowed" if "all" in allowed or label in allowed else "unsafe"

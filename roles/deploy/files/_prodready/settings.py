@@ -81,4 +81,3 @@ if os.environ.get("SENTRY_DSN"):
         sentry_sdk = None
     if sentry_sdk is not None:
         sentry_sdk.init(dsn=os.environ["SENTRY_DSN"], send_default_pii=False)
-
