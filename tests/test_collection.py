@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tarfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -90,3 +93,37 @@ def test_galaxy_dependencies_are_ranges_matching_requirements():
     requirements = yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]
     assert all(v not in ("*", "") and "<" in v and ">=" in v for v in galaxy["dependencies"].values())
     assert {r["name"]: r["version"] for r in requirements} == galaxy["dependencies"]
+
+
+def test_galaxy_dependencies_admit_the_installed_collections():
+    """The dependency collections the suite runs with (the first found, as ansible-core
+    searches: ANSIBLE_COLLECTIONS_PATH, then the virtualenv's ansible package) are in
+    galaxy.yml's ranges: a user with the same versions installs the collection."""
+    from ansible.galaxy.dependency_resolution.versioning import meets_requirements  # noqa: PLC0415
+    import ansible_collections  # noqa: PLC0415  (the `ansible` package's collections)
+
+    roots = [ROOT / ".cache" / "collections" / "ansible_collections", *map(Path, ansible_collections.__path__)]
+    for name, wanted in yaml.safe_load((ROOT / "galaxy.yml").read_text())["dependencies"].items():
+        manifests = [root / name.replace(".", "/") / "MANIFEST.json" for root in roots]
+        manifest = next((m for m in manifests if m.exists()), None)
+        assert manifest, f"{name} is installed in none of {roots}"
+        version = json.loads(manifest.read_text())["collection_info"]["version"]
+        assert meets_requirements(version, wanted), f"{name} {version} ({manifest}) is outside galaxy.yml's {wanted}"
+
+
+def test_galaxy_dependencies_admit_the_bundled_collections():
+    """Each `ansible` package the suite pins (requirements-dev.txt, the controllers) and the
+    newest release carry versions in galaxy.yml's ranges (tests/bundled_collections.yml,
+    written by scripts/bundle_versions.py)."""
+    from ansible.galaxy.dependency_resolution.versioning import meets_requirements  # noqa: PLC0415
+
+    dependencies = yaml.safe_load((ROOT / "galaxy.yml").read_text())["dependencies"]
+    bundles = yaml.safe_load((ROOT / "tests" / "bundled_collections.yml").read_text())
+    pins = {f"ansible=={v}" for path in [ROOT / "requirements-dev.txt", *(ROOT / "tests" / "controllers").glob("*.txt")]
+            for v in re.findall(r"^ansible==(\S+)\s*$", path.read_text(), re.M)}
+    assert pins <= set(bundles), f"run scripts/bundle_versions.py: {sorted(pins - set(bundles))} not read yet"
+    for bundle, carried in bundles.items():
+        assert set(carried) == set(dependencies), f"{bundle}: run scripts/bundle_versions.py again"
+        outside = {name: v for name, v in carried.items() if not meets_requirements(v, dependencies[name])}
+        assert not outside, f"{bundle} carries {outside}, outside galaxy.yml's ranges {dependencies}"
+
