@@ -324,3 +324,13 @@ def test_new_site_refuses_bad_inputs(installed, tmp_path, args, says):
     proc = new_site(env, folder, args, f"new-site-bad-{args[1].split('=')[0]}.log")
     assert proc.returncode != 0 and says in proc.stdout, tail(proc.stdout)
     assert not folder.exists()
+
+
+def test_galaxy_version_is_released_or_next():
+    """galaxy.yml's version is the newest release of changelogs/changelog.yaml (antsibull-changelog
+    release), or the next one, not released yet."""
+    from ansible.utils.version import SemanticVersion  # noqa: PLC0415
+
+    version = SemanticVersion(yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"])
+    released = [SemanticVersion(v) for v in yaml.safe_load((ROOT / "changelogs" / "changelog.yaml").read_text())["releases"]]
+    assert all(version >= v for v in released), f"galaxy.yml's {version} is older than a release of the changelog"
