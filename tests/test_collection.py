@@ -55,7 +55,7 @@ def test_ansible_doc_lists_every_role(installed):
     assert listed == {f"prodready.django.{role}" for role in ROLES + ["shared"]}
 
 
-@pytest.mark.parametrize("playbook", ["site", "deploy", "rollback", "promote", "restore"])
+@pytest.mark.parametrize("playbook", ["site", "deploy", "rollback", "promote", "maintenance", "restore", "new_site"])
 def test_playbooks_run_by_their_collection_name(installed, playbook, tmp_path):
     """`ansible-playbook prodready.django.<name>` finds the installed playbook (syntax check)."""
     _, path, env = installed
