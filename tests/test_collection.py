@@ -194,28 +194,23 @@ def vault_of(env, folder: Path) -> dict:
     return yaml.safe_load(proc.stdout[proc.stdout.index("---"):])
 
 
-@pytest.fixture(scope="module")
-def new_sites(installed, tmp_path_factory):
-    """`ansible-playbook prodready.django.new_site` run from the installed collection alone,
-    with a relative new_site_dir, once per layout and test process: layout -> folder."""
-    _, _, env = installed
-    sites = {}
-
-    def make(layout: str) -> Path:
-        if layout not in sites:
-            folder = tmp_path_factory.mktemp("new-site") / f"site-{layout}"
-            proc = new_site(env, folder, NEW_SITE_ARGS[layout], f"new-site-{layout}.log")
-            assert proc.returncode == 0, tail(proc.stdout)
-            sites[layout] = folder
-        return sites[layout]
-
-    return make
+# layout -> (folder, env) of this test process's new sites. Kept across the module's fixtures:
+# pytest tears those down whenever a worker runs a test of another file in between.
+NEW_SITES: dict[str, tuple[Path, dict]] = {}
 
 
 @pytest.fixture(params=sorted(NEW_SITE_ARGS))
-def site(request, installed, new_sites):
-    """(layout, folder, env) of a new site of each layout."""
-    return request.param, new_sites(request.param), installed[2]
+def site(request, installed, tmp_path_factory):
+    """`ansible-playbook prodready.django.new_site` run from the installed collection alone,
+    with a relative new_site_dir, once per layout: (layout, folder, the env that ran it)."""
+    layout = request.param
+    if layout not in NEW_SITES:
+        _, _, env = installed
+        folder = tmp_path_factory.mktemp("new-site") / f"site-{layout}"
+        proc = new_site(env, folder, NEW_SITE_ARGS[layout], f"new-site-{layout}.log")
+        assert proc.returncode == 0, tail(proc.stdout)
+        NEW_SITES[layout] = folder, env
+    return layout, *NEW_SITES[layout]
 
 
 def test_new_site_writes_the_files_with_their_modes(site):
