@@ -324,17 +324,16 @@ def test_no_secret_is_in_a_world_readable_file(built):
     inventory, or a private key, is closed to other users."""
     values = secret_values(built)
     places = "/etc /srv /var /opt /home /root /tmp /usr/local /run"
-    holders = {}
+    holders = []  # (host:path, what it holds, mode)
     for name, target in [("stack-restore", FRESH), ("stack-backup", BACKUP)]:
-        for secret, value in values.items():
-            for path in target.run(f"grep -rlsF -- {shlex.quote(value)} {places}").stdout.split():
-                holders[f"{name}:{path}"] = (secret, target.file(path).mode)
-        for path in target.run(f"grep -rlsE 'BEGIN [A-Z ]*PRIVATE KEY' {places}").stdout.split():
-            holders[f"{name}:{path}"] = ("private key", target.file(path).mode)
-    note("files holding a secret", files={path: f"{secret} {oct(mode)}" for path, (secret, mode) in holders.items()})
-    # Each secret is where the app and the services read it (the check found them).
-    assert {s for s, _ in holders.values()} >= set(SECRETS) | {"private key"}, holders
-    readable = {path: oct(mode) for path, (_, mode) in holders.items() if mode & 0o004}
+        found = {secret: target.run(f"grep -rlsF -- {shlex.quote(value)} {places}").stdout.split()
+                 for secret, value in values.items()}
+        found["private key"] = target.run(f"grep -rlsE 'BEGIN [A-Z ]*PRIVATE KEY' {places}").stdout.split()
+        holders += [(f"{name}:{path}", secret, target.file(path).mode) for secret, paths in found.items() for path in paths]
+    note("files holding a secret", files=[f"{path} {secret} {oct(mode)}" for path, secret, mode in holders])
+    # Each secret is where the app and the services read it (the search finds them).
+    assert {secret for _, secret, _ in holders} == set(SECRETS) | {"private key"}, holders
+    readable = [f"{path} ({secret}) {oct(mode)}" for path, secret, mode in holders if mode & 0o004]
     assert not readable, f"world-readable files with a secret: {readable}"
 
 
