@@ -23,7 +23,7 @@ BACKUP = testinfra.get_host("docker://stack-backup")
 WAIVERS = {
     "nginx: Content-Security-Policy header":
         "a policy depends on the app's own scripts and styles: the app sends it (Django's CSP "
-        "middleware), or nginx_security_headers_extra adds one; Nginx sends the other security headers",
+        "settings, README: security headers); Nginx sends the other security headers",
     "nginx: short client/send timeouts and small buffers":
         "Nginx's defaults (60 s, 1k/8k buffers) are kept: slow mobile uploads must finish; "
         "Varnish and Gunicorn bound the time a request holds a worker",
