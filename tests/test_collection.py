@@ -9,25 +9,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, RECAP, ROLES, ROOT, run, tail, tool_env
+from conftest import BIN, RECAP, ROLES, ROOT, build_artifact, install_artifact, run, tail, tool_env
 
 FILTERS = sorted(p.stem for p in (ROOT / "plugins" / "filter").glob("*.yml"))
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """Build the tarball and install it (with no dependencies: Galaxy is unreachable)."""
+    """Build the tarball and install it (conftest's build_artifact and install_artifact, as
+    tests/test_sanity.py does): the tarball, the collections path, the tools' environment."""
     work = tmp_path_factory.mktemp("collection")
-    proc = run([BIN / "ansible-galaxy", "collection", "build", "--output-path", work, ROOT],
-               log="collection-build.log", cwd=work)
-    assert proc.returncode == 0, proc.stdout
-    tarball = next(work.glob("prodready-django-*.tar.gz"))
-    env = tool_env()
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(work / "installed")
-    proc = run([BIN / "ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force",
-                "-p", work / "installed", tarball], log="collection-install.log", cwd=work, env=env)
-    assert proc.returncode == 0, proc.stdout
-    return tarball, work / "installed", env
+    tarball = build_artifact(work, logs="collection")
+    install_artifact(tarball, work / "installed", logs="collection")
+    return tarball, work / "installed", tool_env() | {"ANSIBLE_COLLECTIONS_PATH": str(work / "installed")}
 
 
 def test_artifact_leaves_out_tests_and_examples(installed):
